@@ -1,0 +1,363 @@
+"""Batched environments of "Modeling the Interaction between Agents in Cooperative MARL" (IAC,
+Ma et al., arXiv 2102.06042), Section 3 and 5.1, as ../shared/DESIGN.md section 2 fixes them.
+
+Every environment steps B independent copies as one set of torch operations, so the same code runs on
+CPU or GPU, and hands the trainer one small interface:
+
+    obs, state = env.reset(seed=0)            # (B, n, obs_dim), (B, state_dim)
+    obs, state, reward, terminated, truncated, info = env.step(actions)
+    # reward (B,), terminated / truncated (B,) bool; actions (B, n, act_dim) in [act_low, act_high]
+    # (matrix game: (B, n) integer actions). A copy that ends is reset at once (same-step auto-reset):
+    # obs / state are then the new episode's first ones and info["final_obs"], info["final_state"] hold
+    # the last ones of the episode that ended, for bootstrapping.
+
+`ParallelEnv(name)` is a PettingZoo view of one copy (B = 1) for use with other tools.
+"""
+
+import math
+
+import gymnasium
+import numpy as np
+import pettingzoo
+import torch
+
+ENV_NAMES = ("matrix_game", "simple_world", "multi_pendulum", "predator_prey", "po_predator_prey")
+
+
+class BatchedEnv:
+    """What all five environments share: seeding, action checks, step counting and auto-reset.
+
+    A subclass sets the sizes below and writes `_reset_state(mask)` (draw new episodes where `mask`)
+    and `_step(actions) -> (reward, terminated)` and `_observe() -> (obs, state)`.
+    """
+
+    n_agents: int
+    obs_dim: int
+    state_dim: int
+    act_dim: int  # per agent; 1 for the matrix game, whose actions are indices
+    act_low: float = -1.0
+    act_high: float = 1.0
+    n_actions: int = 0  # > 0 marks a discrete-action env
+    episode_len: int
+
+    def __init__(self, num_envs=1, device="cpu", dtype=torch.float32):
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs, self.device, self.dtype = num_envs, torch.device(device), dtype
+        self.gen = torch.Generator(device=self.device)
+        self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # steps into the episode
+
+    @property
+    def discrete(self):
+        return self.n_actions > 0
+
+    def _rand(self, *shape, low=0.0, high=1.0):
+        # uniform in [low, high), from this env's own generator so that seeding reproduces episodes
+        u = torch.rand(*shape, generator=self.gen, device=self.device, dtype=self.dtype)
+        return low + (high - low) * u
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self.gen.manual_seed(int(seed))
+        self.t.zero_()
+        self._reset_state(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        return self._observe()
+
+    def check_actions(self, actions):
+        """Shape, type and finiteness checks; returns the clipped action tensor the physics uses."""
+        actions = torch.as_tensor(actions, device=self.device)
+        B, n = self.num_envs, self.n_agents
+        if self.discrete:
+            if actions.shape != (B, n) or actions.dtype.is_floating_point:
+                raise ValueError(f"expected integer actions of shape ({B}, {n}), got "
+                                 f"{actions.dtype} of shape {tuple(actions.shape)}")
+            if ((actions < 0) | (actions >= self.n_actions)).any():
+                raise ValueError(f"actions must be in 0..{self.n_actions - 1}")
+            return actions
+        if actions.shape != (B, n, self.act_dim):
+            raise ValueError(f"expected actions of shape ({B}, {n}, {self.act_dim}) = (num_envs, "
+                             f"n_agents, act_dim), got {tuple(actions.shape)}")
+        actions = actions.to(self.dtype)
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions contain NaN or inf")
+        # out-of-range actions are clipped, as gymnasium's Pendulum-v1 clips its torque
+        return actions.clamp(self.act_low, self.act_high)
+
+    def step(self, actions, check=True):
+        """Step every copy. `check=False` skips the validation (a GPU sync) for trusted callers."""
+        actions = self.check_actions(actions) if check else actions
+        reward, terminated = self._step(actions)
+        self.t += 1
+        truncated = (self.t >= self.episode_len) & ~terminated
+        final_obs, final_state = self._observe()
+        done = terminated | truncated
+        self.t.masked_fill_(done, 0)
+        self._reset_state(done)
+        obs, state = self._observe()
+        info = {"final_obs": final_obs, "final_state": final_state}
+        return obs, state, reward, terminated, truncated, info
+
+
+def _where(mask, new, old):
+    # per-copy select: mask (B,) broadcast over the trailing dims of new / old
+    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 3, Table 1: two agents, three actions, one step.
+class MatrixGame(BatchedEnv):
+    n_agents, obs_dim, state_dim, act_dim, n_actions, episode_len = 2, 1, 1, 1, 3, 1
+    PAYOFF = ((8.0, -12.0, -12.0), (-12.0, 0.0, 0.0), (-12.0, 0.0, 0.0))
+
+    def __init__(self, num_envs=1, device="cpu", dtype=torch.float32):
+        super().__init__(num_envs, device, dtype)
+        self.payoff = torch.tensor(self.PAYOFF, dtype=dtype, device=self.device)
+
+    def _reset_state(self, mask):
+        pass  # stateless
+
+    def _observe(self):
+        # no state information: every agent sees the same constant
+        obs = torch.ones(self.num_envs, self.n_agents, 1, dtype=self.dtype, device=self.device)
+        return obs, obs[:, 0]
+
+    def _step(self, actions):
+        reward = self.payoff[actions[:, 0], actions[:, 1]]
+        return reward, torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 5.1 "Simple World": two agents, 1-D action each, one step, reward = two Gaussian bumps.
+class SimpleWorld(BatchedEnv):
+    n_agents, obs_dim, state_dim, act_dim, episode_len = 2, 1, 1, 1, 1
+    act_low, act_high = -10.0, 10.0
+    # our reading of "means [4, 3] and [-6, -6], variances 5 and 2": isotropic normalised densities,
+    # scaled by 100, so a broad local optimum (peak 100/(2 pi 5) = 3.18) and a narrow global one (7.96)
+    MEANS = ((4.0, 3.0), (-6.0, -6.0))
+    VARIANCES = (5.0, 2.0)
+    SCALE = 100.0
+
+    def _reset_state(self, mask):
+        pass
+
+    def _observe(self):
+        obs = torch.ones(self.num_envs, self.n_agents, 1, dtype=self.dtype, device=self.device)
+        return obs, obs[:, 0]
+
+    @classmethod
+    def reward_fn(cls, u):
+        """Reward of joint actions u (..., 2); a classmethod so figures can draw the landscape."""
+        r = 0.0
+        for mean, var in zip(cls.MEANS, cls.VARIANCES):
+            d2 = ((u - torch.as_tensor(mean, dtype=u.dtype, device=u.device)) ** 2).sum(-1)
+            r = r + torch.exp(-0.5 * d2 / var) / (2 * math.pi * var)
+        return cls.SCALE * r
+
+    def _step(self, actions):
+        reward = self.reward_fn(actions[:, :, 0])
+        return reward, torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 5.1 "Multi-Pendulum": n copies of gymnasium's Pendulum-v1, one per agent, shared sparse reward.
+class MultiPendulum(BatchedEnv):
+    obs_dim, act_dim, episode_len = 3, 1, 200
+    act_low, act_high = -2.0, 2.0  # Pendulum-v1's max_torque
+    G, M, L, DT, MAX_SPEED = 10.0, 1.0, 1.0, 0.05, 8.0  # Pendulum-v1's constants
+    UPRIGHT = 0.2  # |normalised angle| below which a pendulum counts as upright
+
+    def __init__(self, num_envs=1, device="cpu", dtype=torch.float32, n_agents=3, graded=False):
+        if not isinstance(n_agents, int) or n_agents < 1:
+            raise ValueError(f"multi_pendulum needs n_agents >= 1 pendulums, got {n_agents!r}")
+        if graded and n_agents < 3:
+            raise ValueError("the graded scalability reward (Fig. 6) is defined for n_agents >= 3")
+        super().__init__(num_envs, device, dtype)
+        self.n_agents, self.state_dim, self.graded = n_agents, 3 * n_agents, graded
+        self.th = torch.zeros(num_envs, n_agents, dtype=dtype, device=self.device)  # (B, n)
+        self.thdot = torch.zeros_like(self.th)
+        self.levels = torch.tensor([0.0, 0.1, 0.2, 0.5] if graded else [0.0, 5.0], dtype=dtype,
+                                   device=self.device)  # reward by level, see _step
+
+    def _reset_state(self, mask):
+        # Pendulum-v1: angle uniform in [-pi, pi], speed uniform in [-1, 1]
+        shape = (self.num_envs, self.n_agents)
+        self.th = _where(mask, self._rand(*shape, low=-math.pi, high=math.pi), self.th)
+        self.thdot = _where(mask, self._rand(*shape, low=-1.0, high=1.0), self.thdot)
+
+    def _observe(self):
+        obs = torch.stack([self.th.cos(), self.th.sin(), self.thdot], -1)  # (B, n, 3)
+        return obs, obs.flatten(1)
+
+    def _step(self, actions):
+        u = actions[..., 0]  # (B, n), already clipped to the max torque
+        # reward from the state the action is taken in, as Pendulum-v1's cost
+        upright = (angle_normalize(self.th).abs() < self.UPRIGHT).sum(-1)  # (B,) pendulums upright
+        n = self.n_agents
+        levels = self.levels
+        if self.graded:  # our reading of Fig. 6's caption: 0.5 all, 0.2 at least 3, 0.1 at least 1
+            level = (upright >= 1).long() + (upright >= 3).long() + (upright == n).long()
+        else:
+            level = (upright == n).long()
+        reward = levels[level]
+        g, m, l, dt = self.G, self.M, self.L, self.DT
+        # Pendulum-v1.step, term for term
+        thdot = self.thdot + (3 * g / (2 * l) * torch.sin(self.th) + 3.0 / (m * l**2) * u) * dt
+        self.thdot = thdot.clamp(-self.MAX_SPEED, self.MAX_SPEED)
+        self.th = self.th + self.thdot * dt
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return reward, terminated
+
+
+def angle_normalize(x):
+    return ((x + math.pi) % (2 * math.pi)) - math.pi
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 5.1 "Predator-prey": MPE's simple_tag (3 slow predators learn, 1 fast prey acts at random,
+# 2 landmarks) with mpe2's physics, sizes and observation layout; "PO" zeroes what is beyond 0.8.
+class PredatorPrey(BatchedEnv):
+    n_agents, act_dim, episode_len = 3, 2, 100
+    N_PRED, N_LANDMARKS = 3, 2
+    # mpe2 simple_tag / core.World constants
+    DT, DAMPING, CONTACT_FORCE, CONTACT_MARGIN = 0.1, 0.25, 100.0, 1e-3
+    SIZE = (0.075, 0.075, 0.075, 0.05, 0.2, 0.2)  # 3 predators, prey, 2 landmarks
+    ACCEL = (3.0, 3.0, 3.0, 4.0)
+    MAX_SPEED = (1.0, 1.0, 1.0, 1.3)
+    CATCH_REWARD = 10.0
+    SIGHT = 0.8  # PO variant: what lies farther than this is zeroed
+
+    def __init__(self, num_envs=1, device="cpu", dtype=torch.float32, partial=False):
+        super().__init__(num_envs, device, dtype)
+        self.partial = partial
+        # obs: own vel (2), own pos (2), landmarks rel. (4), other agents rel. (6), prey vel (2)
+        self.obs_dim, self.state_dim = 16, 20
+        kw = dict(dtype=dtype, device=self.device)
+        self.size = torch.tensor(self.SIZE, **kw)
+        self.accel = torch.tensor(self.ACCEL, **kw)[None, :, None]  # (1, 4, 1)
+        self.max_speed = torch.tensor(self.MAX_SPEED, **kw)[None, :]  # (1, 4)
+        self.pos = torch.zeros(num_envs, 6, 2, **kw)  # (B, entities, 2): agents then landmarks
+        self.vel = torch.zeros(num_envs, 4, 2, **kw)  # (B, agents, 2); landmarks never move
+        self.min_dist = self.size[:, None] + self.size[None, :]  # (6, 6) contact distance
+        self.not_self = ~torch.eye(6, dtype=torch.bool, device=self.device)
+        # which other agents each predator sees, in mpe2's order (all agents but itself)
+        self.others = torch.tensor([[j for j in range(4) if j != i] for i in range(3)], device=self.device)
+        self.last_prey_action = torch.zeros(num_envs, 2, **kw)
+
+    def _reset_state(self, mask):
+        B = self.num_envs
+        pos = torch.cat([self._rand(B, 4, 2, low=-1.0, high=1.0),  # agents, as simple_tag
+                         self._rand(B, 2, 2, low=-0.9, high=0.9)], 1)  # landmarks
+        self.pos = _where(mask, pos, self.pos)
+        self.vel = _where(mask, torch.zeros_like(self.vel), self.vel)
+
+    def _observe(self):
+        B = self.num_envs
+        pos, vel = self.pos, self.vel
+        me = pos[:, :3]  # (B, 3, 2) predators
+        rel_lm = pos[:, None, 4:] - me[:, :, None]  # (B, 3, 2, 2)
+        rel_ag = pos[:, self.others] - me[:, :, None]  # (B, 3, 3, 2) other agents
+        prey_vel = vel[:, None, 3].expand(B, 3, 2)  # (B, 3, 2)
+        if self.partial:
+            seen_lm = (rel_lm.norm(dim=-1, keepdim=True) <= self.SIGHT).to(self.dtype)
+            seen_ag = (rel_ag.norm(dim=-1, keepdim=True) <= self.SIGHT).to(self.dtype)
+            rel_lm, rel_ag = rel_lm * seen_lm, rel_ag * seen_ag
+            prey_vel = prey_vel * seen_ag[:, :, -1]  # the prey is the last "other"
+        obs = torch.cat([vel[:, :3], me, rel_lm.flatten(2), rel_ag.flatten(2), prey_vel], -1)
+        state = torch.cat([pos[:, :4].flatten(1), vel.flatten(1), pos[:, 4:].flatten(1)], -1)
+        return obs, state  # (B, 3, 16), (B, 20)
+
+    def _step(self, actions):
+        B = self.num_envs
+        prey = self._rand(B, 1, 2, low=-1.0, high=1.0)  # the prey acts uniformly at random
+        self.last_prey_action = prey[:, 0]
+        force = torch.cat([actions, prey], 1) * self.accel  # (B, 4, 2) action forces
+        # soft contact forces between every pair of entities, as mpe2's World.get_collision_force
+        delta = self.pos[:, :, None] - self.pos[:, None, :]  # (B, 6, 6, 2), p_a - p_b
+        dist = delta.norm(dim=-1)  # (B, 6, 6)
+        k = self.CONTACT_MARGIN
+        pen = torch.logaddexp(torch.zeros_like(dist), -(dist - self.min_dist) / k) * k
+        pair = self.CONTACT_FORCE * delta / dist.masked_fill(~self.not_self, 1.0)[..., None] * pen[..., None]
+        force = force + (pair * self.not_self[..., None]).sum(2)[:, :4]  # only agents move
+        # World.integrate_state: position with the old velocity, then damping, force, speed cap
+        self.pos = torch.cat([self.pos[:, :4] + self.vel * self.DT, self.pos[:, 4:]], 1)
+        vel = self.vel * (1 - self.DAMPING) + force * self.DT  # mass 1
+        speed = vel.norm(dim=-1)  # (B, 4)
+        self.vel = torch.where((speed > self.max_speed)[..., None],
+                               vel / speed[..., None] * self.max_speed[..., None], vel)
+        # simple_tag's adversary reward: +10 for each predator touching the prey after the move
+        gap = (self.pos[:, :3] - self.pos[:, 3:4]).norm(dim=-1)  # (B, 3)
+        reward = self.CATCH_REWARD * (gap < self.min_dist[:3, 3]).sum(-1).to(self.dtype)
+        return reward, torch.zeros(B, dtype=torch.bool, device=self.device)
+
+
+# --------------------------------------------------------------------------------------------------
+def make_env(name, num_envs=1, device="cpu", dtype=torch.float32, n_agents=None, graded=False):
+    """Build a batched env by the name the command lines use."""
+    if name not in ENV_NAMES:
+        raise ValueError(f"unknown environment {name!r}; expected one of {', '.join(ENV_NAMES)}")
+    if name != "multi_pendulum" and (n_agents is not None or graded):
+        raise ValueError(f"n_agents and graded apply to multi_pendulum only, not {name!r}")
+    if name == "matrix_game":
+        return MatrixGame(num_envs, device, dtype)
+    if name == "simple_world":
+        return SimpleWorld(num_envs, device, dtype)
+    if name == "multi_pendulum":
+        return MultiPendulum(num_envs, device, dtype, n_agents=3 if n_agents is None else n_agents,
+                             graded=graded)
+    return PredatorPrey(num_envs, device, dtype, partial=name == "po_predator_prey")
+
+
+class ParallelEnv(pettingzoo.ParallelEnv):
+    """PettingZoo view of one copy of a batched env (float64 physics, float32 observations)."""
+
+    metadata = {"name": "iac_envs", "render_modes": []}
+
+    def __init__(self, name, **kwargs):
+        self.env = make_env(name, num_envs=1, dtype=torch.float64, **kwargs)
+        self.metadata = {"name": name, "render_modes": []}
+        self.possible_agents = [f"agent_{i}" for i in range(self.env.n_agents)]
+        self.agents = []
+        inf = np.float32(np.inf)
+        self._obs_space = gymnasium.spaces.Box(-inf, inf, (self.env.obs_dim,), np.float32)
+        if self.env.discrete:
+            self._act_space = gymnasium.spaces.Discrete(self.env.n_actions)
+        else:
+            self._act_space = gymnasium.spaces.Box(self.env.act_low, self.env.act_high,
+                                                   (self.env.act_dim,), np.float32)
+        self.state_space = gymnasium.spaces.Box(-inf, inf, (self.env.state_dim,), np.float32)
+        self._state = None
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return self._act_space
+
+    def state(self):
+        return self._state
+
+    def _split(self, obs, state):
+        self._state = state[0].numpy().astype(np.float32)
+        return {a: obs[0, i].numpy().astype(np.float32) for i, a in enumerate(self.agents)}
+
+    def reset(self, seed=None, options=None):
+        if seed is None and self._state is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.agents = self.possible_agents[:]
+        obs, state = self.env.reset(seed=seed)
+        return self._split(obs, state), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        missing = set(self.agents) - set(actions)
+        if missing:
+            raise ValueError(f"no action given for {sorted(missing)}")
+        a = np.stack([np.asarray(actions[ag]) for ag in self.agents])[None]
+        a = torch.as_tensor(a if self.env.discrete else a.astype(np.float64))
+        _, _, reward, term, trunc, info = self.env.step(a)
+        obs = self._split(info["final_obs"], info["final_state"])  # the episode's own last step
+        r, te, tr = float(reward[0]), bool(term[0]), bool(trunc[0])
+        agents = self.agents
+        if te or tr:
+            self.agents = []
+        return (obs, {a: r for a in agents}, {a: te for a in agents}, {a: tr for a in agents},
+                {a: {} for a in agents})
