@@ -63,6 +63,17 @@ class BatchedEnv:
         self._reset_state(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         return self._observe()
 
+    def state_dict(self):
+        """Everything needed to continue these episodes exactly: tensors and the generator."""
+        return {"gen": self.gen.get_state(),
+                **{k: v.clone() for k, v in vars(self).items() if isinstance(v, torch.Tensor)}}
+
+    def load_state_dict(self, sd):
+        self.gen.set_state(sd["gen"])
+        for k, v in sd.items():
+            if k != "gen":
+                setattr(self, k, v.to(self.device))
+
     def check_actions(self, actions):
         """Shape, type and finiteness checks; returns the clipped action tensor the physics uses."""
         actions = torch.as_tensor(actions, device=self.device)
