@@ -66,6 +66,9 @@ def parse_args(argv=None):
       "Q_i(o_i, u_i); centralized Q_i(o, u) as MADDPG")
     a("--mixer", default="qmix", choices=["qmix", "none"],
       help="qmix: Q_tot = MIX(Q_1..Q_n, s), Eq. (22); none: each Q_i regresses the team reward")
+    a("--others-actions", default="policy", choices=["policy", "buffer"],
+      help="--mixer none: the other agents' actions in agent i's policy gradient: the current "
+      "policies' (MAAC) or the replay buffer's (MADDPG)")
     a("--rank", type=int, default=2,
       help="rank m of the collaborative exploration matrix L (nd x m), Eq. (12) (authors' code: 1)")
     # --- networks ---
@@ -268,11 +271,13 @@ class AttentionCritic(nn.Module):
         self.f = agent_mlp(n, [2 * hidden, hidden, 1])
         self.register_buffer("others", ~torch.eye(n, dtype=torch.bool))  # j != i
 
-    def attention(self, e):
-        """x_i (B, n, hidden) and the weights alpha (B, heads, n, n) over the other agents."""
+    def attention(self, e, e_kv=None):
+        """x_i (B, n, hidden) and the attention logits (B, heads, n, n) over the other agents.
+        Queries come from e, keys and values from e_kv (IAC: both are e_i = g_i(o_i, u_i))."""
+        e_kv = e if e_kv is None else e_kv
         B, n, h = e.shape
         split = lambda t: t.view(B, n, self.heads, h // self.heads).transpose(1, 2)  # (B, H, n, h/H)
-        q, k, v = split(self.W_q(e)), split(self.W_k(e)), split(self.V(e))
+        q, k, v = split(self.W_q(e)), split(self.W_k(e_kv)), split(self.V(e_kv))
         logits = q @ k.transpose(-1, -2) / math.sqrt(h // self.heads)  # (B, H, n, n), Eq. (21)
         logits = logits.masked_fill(~self.others, float("-inf"))
         # with one agent there is nobody to attend to: the weights of an all-masked row become 0
@@ -330,9 +335,11 @@ class QMixer(nn.Module):
 class Critic(nn.Module):
     """The value side: per-agent critics and, with --mixer qmix, the mixer on top."""
 
-    def __init__(self, args, n, obs_dim, state_dim, d):
+    def __init__(self, args, n, obs_dim, state_dim, d, make_q=None):
         super().__init__()
-        if args.critic == "attention":
+        if make_q is not None:  # a per-agent critic from elsewhere (baselines.py: MAAC's)
+            self.q = make_q(args, n, obs_dim, d)
+        elif args.critic == "attention":
             self.q = AttentionCritic(n, obs_dim, d, args.hidden, args.heads)
         elif args.critic == "individual":
             self.q = IndividualCritic(n, obs_dim, d, args.hidden)
@@ -375,10 +382,13 @@ def td_target(batch, actor, actor_target, critic_target, alpha, gamma, policy):
 
 def critic_loss(batch, critic, y):
     # Eq. (23): squared TD error of Q_tot (or of each Q_i with --mixer none)
-    return F.mse_loss(critic(batch["obs"], batch["state"], batch["act"]), y)
+    loss = F.mse_loss(critic(batch["obs"], batch["state"], batch["act"]), y)
+    if hasattr(critic.q, "aux_loss"):  # a regulariser of the critic's own (MAAC's attention logits)
+        loss = loss + critic.q.aux_loss()
+    return loss
 
 
-def policy_loss(batch, actor, critic, alpha, policy):
+def policy_loss(batch, actor, critic, alpha, policy, others_actions="policy"):
     # Eq. (15): E[alpha log pi(u | o, s) - Q_tot(o, u, s)], u reparameterised through mu, sigma and L.
     # (The authors' code uses the mean of the Q_i instead of Q_tot; the paper says Q_tot.)
     obs, state = batch["obs"], batch["state"]
@@ -387,11 +397,13 @@ def policy_loss(batch, actor, critic, alpha, policy):
     else:
         act, log_prob = actor.sample(obs, state)
     if critic.mixer is None:
-        # no Q_tot: agent i follows its own Q_i with the other agents' actions held fixed (MADDPG,
-        # MAAC). All n variants of the joint action go through the critic as one batch of n B.
+        # no Q_tot: agent i follows its own Q_i with the other agents' actions held fixed: the
+        # current policies' (MAAC) or the buffer's (MADDPG). All n variants of the joint action go
+        # through the critic as one batch of n B.
         n = act.shape[1]
+        others = batch["act"] if others_actions == "buffer" else act.detach()
         eye = torch.eye(n, dtype=torch.bool, device=act.device)[:, None, :, None]  # (n, 1, n, 1)
-        mixed = torch.where(eye, act.unsqueeze(0), act.detach().unsqueeze(0))  # (n, B, n, d)
+        mixed = torch.where(eye, act.unsqueeze(0), others.unsqueeze(0))  # (n, B, n, d)
         q = critic(obs.repeat(n, 1, 1), state.repeat(n, 1), mixed.flatten(0, 1))  # (n B, n)
         q = q.view(n, -1, n).diagonal(dim1=0, dim2=2)  # (B, n): Q_i with agent i's fresh action
     else:
@@ -477,6 +489,13 @@ def save_checkpoint(path, **state):
     os.replace(tmp, path)
 
 
+def write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_csv(path, header, rows):
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
@@ -505,14 +524,14 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------------------------------
-def build(args, env, device):
+def build(args, env, device, make_q=None):
     """Networks, their target copies and optimisers for the grid point the flags name."""
     n, o, S, d = env.n_agents, env.obs_dim, env.state_dim, env.act_dim
     actor = Actor(n, o, S, d, args.hidden, args.policy, args.rank).to(device)
-    critic = Critic(args, n, o, S, d).to(device)
+    critic = Critic(args, n, o, S, d, make_q).to(device)
     nets = dict(actor=actor, critic=critic,
                 actor_target=Actor(n, o, S, d, args.hidden, args.policy, args.rank).to(device),
-                critic_target=Critic(args, n, o, S, d).to(device))
+                critic_target=Critic(args, n, o, S, d, make_q).to(device))
     nets["actor_target"].load_state_dict(actor.state_dict())
     nets["critic_target"].load_state_dict(critic.state_dict())
     learn_alpha = args.policy != "deterministic" and args.alpha is None
@@ -531,7 +550,7 @@ def update(args, nets, opts, batch, n_updates, target_entropy):
     if args.policy == "deterministic":
         alpha = 0.0
     # lines 11-13: the joint policy through Q_tot, Eq. (15); the critic's grads it leaves are zeroed below
-    loss_pi, log_prob = policy_loss(batch, actor, critic, alpha, args.policy)
+    loss_pi, log_prob = policy_loss(batch, actor, critic, alpha, args.policy, args.others_actions)
     opts["actor"].zero_grad(set_to_none=True)
     loss_pi.backward()
     nn.utils.clip_grad_norm_(actor.parameters(), args.grad_clip)
@@ -562,14 +581,17 @@ def run_name(args):
     return f"{args.env}__{args.exp_name}__{args.seed}"
 
 
-def train(args):
-    """Algorithm 1. Returns the run folder."""
+def train(args, make_q=None):
+    """Algorithm 1. Returns the run folder. `make_q(args, n, obs_dim, d)` replaces the per-agent
+    critic (baselines.py uses it for MAAC's)."""
     from torch.utils.tensorboard import SummaryWriter
 
     resume = torch.load(args.resume, weights_only=False) if args.resume else None
     if resume is not None:  # the run's own settings, except how long to train and where
         keep = {k: getattr(args, k) for k in ("total_steps", "cuda", "no_progress", "resume")}
         args = argparse.Namespace(**{**vars(resume["args"]), **{k: v for k, v in keep.items() if v is not None}})
+    if getattr(args, "algo", None) == "maac" and make_q is None:
+        sys.exit(f"error: {args.resume} is a MAAC run: resume it with baselines.py --resume")
     if args.total_steps is None:
         args.total_steps = DEFAULT_STEPS[args.env]
     device = torch.device("cuda" if args.cuda else "cpu")
@@ -581,7 +603,7 @@ def train(args):
     env = make_env(args, args.num_envs, device)
     eval_env = make_env(args, args.eval_episodes, device)
     n, d = env.n_agents, env.act_dim
-    nets, opts = build(args, env, device)
+    nets, opts = build(args, env, device, make_q)
     rb = ReplayBuffer(args.buffer_size, n, env.obs_dim, env.state_dim, d, device)
     target_entropy = -float(n * d)
     run_dir = os.path.join(args.runs_dir, run_name(args))
