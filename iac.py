@@ -640,11 +640,14 @@ def train(args, make_q=None):
 
     def log_eval():
         ret = evaluate(nets["actor"], eval_env, seed=args.seed + 10_000)
-        evals.append((step, ret))
+        o0, s0 = eval_env.reset(seed=args.seed + 10_000)
+        with torch.no_grad():  # where the deterministic joint action sits (Fig. 2's trajectory)
+            mean_act = to_env(nets["actor"].mean(o0[:1]), eval_env)[0].flatten().tolist()
+        evals.append((step, ret, *mean_act))
         writer.add_scalar("eval/episodic_return", ret, step)
-        write_csv(os.path.join(run_dir, "eval.csv"), ["step", "eval_return"], evals)
+        write_csv(os.path.join(run_dir, "eval.csv"), ["step", "eval_return"] + [
+            f"u{i}_{k}" for i in range(n) for k in range(d)], evals)
         if args.policy != "deterministic":  # Fig. 5: Sigma averaged over the eval start states
-            o0, s0 = eval_env.reset(seed=args.seed + 10_000)
             with torch.no_grad():
                 covs.append((step, nets["actor"].covariance(o0, s0).mean(0).cpu().numpy()))
             np.savez(os.path.join(run_dir, "covariance.npz"), step=np.array([c[0] for c in covs]),

@@ -181,7 +181,7 @@ def test_smoke_every_grid_point_trains(env, tmp_path):
                                "--num-envs", "2", *SMOKE])
         run = iac.train(args)
         rows = open(os.path.join(run, "eval.csv")).read().split()
-        assert rows[0] == "step,eval_return" and len(rows) == 4, (policy, critic, mixer, rows)
+        assert rows[0].startswith("step,eval_return,u0_0,") and len(rows) == 4, (policy, critic, mixer, rows)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):

@@ -1,0 +1,247 @@
+"""The figures of reproduce.py: one plotting path for every learning curve, each figure with its CSV.
+
+Every figure is drawn from the complete runs found in figures/<tier>/data/ and says how many seeds
+each curve holds. Learning curves are unsmoothed: the line is the mean over seeds of the deterministic
+evaluation return, the band one standard deviation either side.
+"""
+
+import csv
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import envs  # noqa: E402
+
+plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and labels never overlap
+
+# Fig. 7: the paper's "average reward threshold 1000, where three predators succeed to capture prey
+# cooperatively" (Section 5.3), on the same 100-step, +10-per-touching-predator return as ours
+THRESHOLD = 1000.0
+# Fig. 7b: the "final return" of a run is the mean of its last FINAL_EVALS evaluations (less noise)
+FINAL_EVALS = 3
+LABELS = dict(iac="IAC", siaq="SIAQ", ddpg_mix="DDPG-MIX", maddpg="MADDPG", maac="MAAC", sq="SQ", siq="SIQ",
+              attn_qmix="Attn-QMIX")
+COLORS = dict(iac="tab:red", siaq="tab:blue", ddpg_mix="tab:green", maddpg="tab:purple", maac="tab:brown",
+              sq="tab:orange", siq="tab:cyan", attn_qmix="tab:olive")
+
+
+def read_eval(path):
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    header, data = rows[0], np.array(rows[1:], dtype=float)
+    return {h: data[:, i] for i, h in enumerate(header)}
+
+
+def available(runs, data_dir, **match):
+    """Complete runs matching the given fields, each with its eval curve loaded."""
+    out = []
+    for r in runs:
+        path = os.path.join(data_dir, r["name"], "eval.csv")
+        if all(r[k] == v for k, v in match.items()) and os.path.isfile(path):
+            ev = read_eval(path)
+            if ev["step"][-1] >= r["steps"]:
+                out.append({**r, "eval": ev})
+    return out
+
+
+def write_rows(path, header, rows):
+    with open(path + ".tmp", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def save(fig, out_dir, name):
+    fig.savefig(os.path.join(out_dir, name + ".png.tmp.png"), dpi=110, bbox_inches="tight")
+    os.replace(os.path.join(out_dir, name + ".png.tmp.png"), os.path.join(out_dir, name + ".png"))
+    plt.close(fig)
+
+
+def curves(ax, runs, algos, title):
+    """Mean and +-1 std over seeds of each algo's eval curve; returns the CSV rows."""
+    rows = []
+    for algo in algos:
+        mine = [r for r in runs if r["algo"] == algo]
+        if not mine:
+            continue
+        steps = mine[0]["eval"]["step"]
+        ret = np.stack([r["eval"]["eval_return"] for r in mine])
+        m, s = ret.mean(0), ret.std(0)
+        ax.plot(steps, m, color=COLORS[algo], label=f"{LABELS[algo]} ({len(mine)} seeds)")
+        ax.fill_between(steps, m - s, m + s, color=COLORS[algo], alpha=0.2)
+        rows += [(r["env"], r["exp"], r["seed"], int(t), v) for r in mine
+                 for t, v in zip(r["eval"]["step"], r["eval"]["eval_return"])]
+    ax.set(title=title, xlabel="env steps", ylabel="evaluation return")
+    ax.legend(fontsize=7)
+    return rows
+
+
+def draw_all(runs, data_dir, out_dir, tier):
+    os.makedirs(out_dir, exist_ok=True)
+    note = f"tier '{tier}'; unsmoothed mean over seeds, band = 1 std"
+    fig2(runs, data_dir, out_dir)
+    fig3(out_dir)
+    # Fig. 4: learning curves on the three tasks
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    rows = []
+    for ax, env in zip(axes, ("multi_pendulum", "predator_prey", "po_predator_prey")):
+        rs = [r for r in available(runs, data_dir, env=env) if r["exp"] == r["algo"]]
+        rows += curves(ax, rs, ("iac", "siaq", "ddpg_mix", "maddpg", "maac"),
+                       {"multi_pendulum": "(a) 3-pendulum", "predator_prey": "(b) predator-prey",
+                        "po_predator_prey": "(c) PO-predator-prey"}[env])
+    fig.suptitle(f"Fig. 4: evaluation return ({note})")
+    save(fig, out_dir, "fig4_learning_curves")
+    write_rows(os.path.join(out_dir, "fig4_learning_curves.csv"), ["env", "algo", "seed", "step", "eval_return"], rows)
+    fig5(runs, data_dir, out_dir)
+    # Fig. 6: scalability on the graded multi-pendulum
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    rows = []
+    for ax, n in zip(axes, (3, 5, 7)):
+        rs = [r for r in available(runs, data_dir, env="multi_pendulum") if r["exp"].endswith(f"-n{n}-graded")]
+        rows += curves(ax, rs, ("iac", "siaq"), f"{n} pendulums, graded reward")
+    fig.suptitle(f"Fig. 6: scalability ({note})")
+    save(fig, out_dir, "fig6_scalability")
+    write_rows(os.path.join(out_dir, "fig6_scalability.csv"), ["env", "algo", "seed", "step", "eval_return"], rows)
+    fig7(runs, data_dir, out_dir)
+
+
+def fig2(runs, data_dir, out_dir):
+    """Simple World: learned Q_tot and the trajectory of the deterministic joint action (first seed)."""
+    algos = ("ddpg_mix", "attn_qmix", "iac")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    grid = torch.linspace(-10, 10, 121, dtype=torch.float64)
+    u = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)
+    reward = envs.SimpleWorld.reward_fn(u).numpy()
+    traj_rows, land_rows = [], []
+    for ax, algo in zip(axes, algos):
+        rs = available(runs, data_dir, env="simple_world", algo=algo)
+        ax.contour(grid, grid, reward.T, levels=8, colors="k", linewidths=0.6, linestyles="dashed")
+        ax.set(title=f"({'abc'[algos.index(algo)]}) {LABELS[algo]}", xlabel="u_1", ylabel="u_2", aspect="equal")
+        if not rs:
+            ax.text(0, 0, "no complete run", ha="center")
+            continue
+        r = rs[0]
+        land = np.load(os.path.join(data_dir, r["name"], "landscape.npz"))
+        cs = ax.contourf(land["u"], land["u"], land["q_tot"].T, levels=20, cmap="viridis")
+        fig.colorbar(cs, ax=ax, label="learned Q_tot")
+        ev = r["eval"]
+        ax.plot(ev["u0_0"], ev["u1_0"], "w:", lw=1.5)
+        ax.plot(ev["u0_0"][0], ev["u1_0"][0], "o", color="red", ms=8)
+        ax.plot(ev["u0_0"][-1], ev["u1_0"][-1], "*", color="red", ms=14)
+        ax.set_title(f"{ax.get_title()}, seed {r['seed']}: final return {ev['eval_return'][-1]:.2f}\n"
+                     f"mean final return over {len(rs)} seeds: "
+                     f"{np.mean([x['eval']['eval_return'][-1] for x in rs]):.2f}", fontsize=10)
+        for x in rs:
+            traj_rows += [(algo, x["seed"], int(t), a, b, v) for t, a, b, v in
+                          zip(x["eval"]["step"], x["eval"]["u0_0"], x["eval"]["u1_0"], x["eval"]["eval_return"])]
+        land_rows += [(algo, r["seed"], a, b, land["q_tot"][i, j]) for i, a in enumerate(land["u"])
+                      for j, b in enumerate(land["u"])]
+    fig.suptitle("Fig. 2: Simple World, learned Q_tot (colour) over the true reward (dashed);\n"
+                 "deterministic joint action during training (dotted, o start, * end)")
+    save(fig, out_dir, "fig2_simple_world")
+    write_rows(os.path.join(out_dir, "fig2_trajectories.csv"), ["algo", "seed", "step", "u1", "u2", "eval_return"],
+               traj_rows)
+    write_rows(os.path.join(out_dir, "fig2_landscape.csv"), ["algo", "seed", "u1", "u2", "q_tot"], land_rows)
+
+
+def fig3(out_dir):
+    """Independent N([-1,-1], diag(4, 20)) vs collaborative N([-1,-1], [[15,10],[10,15]]) over the reward,
+    with each policy's expected reward (Monte Carlo, actions clipped to the bounds as the env does)."""
+    grid = torch.linspace(-10, 10, 201, dtype=torch.float64)
+    u = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)
+    reward = envs.SimpleWorld.reward_fn(u).numpy()
+    mean = torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    policies = {"independent": [[4.0, 0.0], [0.0, 20.0]], "collaborative": [[15.0, 10.0], [10.0, 15.0]]}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for ax, (name, cov) in zip(axes, policies.items()):
+        cov = torch.tensor(cov, dtype=torch.float64)
+        x = mean + torch.randn(400_000, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+        expected = envs.SimpleWorld.reward_fn(x.clamp(-10, 10)).mean().item()
+        rows.append((name, cov.tolist(), expected))
+        ax.contourf(grid, grid, reward.T, levels=20, cmap="viridis")
+        vals, vecs = torch.linalg.eigh(cov)
+        t = torch.linspace(0, 2 * np.pi, 200, dtype=torch.float64)
+        for k in (1, 2):  # 1- and 2-sigma ellipses
+            e = mean[:, None] + k * vecs @ (vals.sqrt()[:, None] * torch.stack([t.cos(), t.sin()]))
+            ax.plot(e[0], e[1], "w-", lw=1.5)
+        ax.set(title=f"({'ab'[len(rows) - 1]}) {name}: E[reward] = {expected:.3f}", xlabel="u_1", ylabel="u_2",
+               aspect="equal", xlim=(-10, 10), ylim=(-10, 10))
+    fig.suptitle("Fig. 3: exploration policies over the Simple World reward (1 and 2 sigma)")
+    save(fig, out_dir, "fig3_exploration")
+    write_rows(os.path.join(out_dir, "fig3_exploration.csv"), ["policy", "covariance", "expected_reward"], rows)
+
+
+def fig5(runs, data_dir, out_dir):
+    """IAC's Sigma = L L^T + D on 3-pendulum at four points of training (first complete seed)."""
+    rs = [r for r in available(runs, data_dir, env="multi_pendulum", algo="iac") if r["exp"] == "iac"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    rows = []
+    if rs:
+        r = rs[0]
+        cov = np.load(os.path.join(data_dir, r["name"], "covariance.npz"))
+        picks = np.unique(np.linspace(0, len(cov["step"]) - 1, 4).round().astype(int))
+        lim = max(np.abs(cov["sigma"][picks]).max(), 1e-9)
+        for ax, k in zip(axes, picks):
+            s = cov["sigma"][k]
+            im = ax.imshow(s, cmap="coolwarm", vmin=-lim, vmax=lim)
+            for (i, j), v in np.ndenumerate(s):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+                rows.append((r["seed"], int(cov["step"][k]), i, j, v))
+            ax.set(title=f"step {int(cov['step'][k]):,}", xticks=range(len(s)), yticks=range(len(s)))
+        fig.colorbar(im, ax=axes.tolist())
+        fig.suptitle(f"Fig. 5: IAC's covariance Sigma = L L^T + D on 3-pendulum, seed {r['seed']} "
+                     "(pre-squash, averaged over the evaluation start states)")
+    save(fig, out_dir, "fig5_covariance")
+    write_rows(os.path.join(out_dir, "fig5_covariance.csv"), ["seed", "step", "i", "j", "sigma"], rows)
+
+
+def first_reach(ev, threshold):
+    hit = np.nonzero(ev["eval_return"] >= threshold)[0]
+    return ev["step"][hit[0]] if len(hit) else np.nan
+
+
+def fig7(runs, data_dir, out_dir):
+    algos = ("iac", "siaq", "sq", "siq", "attn_qmix")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    rows = []
+    # (a) predator-prey: steps saved vs DDPG-MIX in reaching the threshold
+    pp = [r for r in available(runs, data_dir, env="predator_prey") if r["exp"] == r["algo"]]
+    reach = [first_reach(r["eval"], THRESHOLD) for r in pp if r["algo"] == "ddpg_mix"]
+    base = np.nanmean(reach) if np.isfinite(reach).any() else np.nan
+    for i, algo in enumerate(algos):
+        t = np.array([first_reach(r["eval"], THRESHOLD) for r in pp if r["algo"] == algo])
+        saved = (base - t) / 1000
+        rows += [("predator_prey", "saved_ksteps", algo, v) for v in saved]
+        if len(t) and np.isfinite(saved).any():
+            axes[0].bar(i, np.nanmean(saved), yerr=np.nanstd(saved), color=COLORS[algo])
+        else:
+            axes[0].text(i, 0, "not\nreached", ha="center", va="bottom", fontsize=8)
+    axes[0].set(xticks=range(len(algos)), xticklabels=[LABELS[a] for a in algos], ylabel="saved steps (thousands)",
+                title=f"(a) predator-prey: steps saved vs DDPG-MIX\nto first reach return {THRESHOLD:.0f}"
+                + ("" if np.isfinite(base) else " (DDPG-MIX never reached it)"))
+    axes[0].axhline(0, color="k", lw=0.5)
+    # (b) PO-predator-prey: final return minus DDPG-MIX's
+    po = [r for r in available(runs, data_dir, env="po_predator_prey") if r["exp"] == r["algo"]]
+    final = lambda r: r["eval"]["eval_return"][-FINAL_EVALS:].mean()
+    base = np.mean([final(r) for r in po if r["algo"] == "ddpg_mix"] or [np.nan])
+    for i, algo in enumerate(algos):
+        d = np.array([final(r) - base for r in po if r["algo"] == algo])
+        rows += [("po_predator_prey", "diff_return", algo, v) for v in d]
+        if len(d):
+            axes[1].bar(i, d.mean(), yerr=d.std(), color=COLORS[algo])
+            axes[1].text(i, 0, f"n={len(d)}", ha="center", va="top", fontsize=7)
+    axes[1].set(xticks=range(len(algos)), xticklabels=[LABELS[a] for a in algos],
+                ylabel="final return - DDPG-MIX's", title=f"(b) PO-predator-prey: return difference vs DDPG-MIX\n"
+                f"(final = mean of last {FINAL_EVALS} evaluations; bars: mean, 1 std over seeds)")
+    axes[1].axhline(0, color="k", lw=0.5)
+    fig.suptitle("Fig. 7: IAC and SIAQ against their ablations")
+    save(fig, out_dir, "fig7_ablations")
+    write_rows(os.path.join(out_dir, "fig7_ablations.csv"), ["env", "measure", "algo", "value"], rows)

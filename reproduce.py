@@ -1,0 +1,216 @@
+"""Every table and figure of IAC (arXiv 2102.06042), resumable; `reproduce.sh` calls this.
+
+    bash reproduce.sh [--quick | --paper] [--jobs N] [--list] [--plot-only] [--seeds K]
+
+Tiers (time measured on the hardware named):
+  --quick    toy budgets, 2 seeds: the whole pipeline end to end. About 6 minutes on a 2-core CPU
+             (--jobs 2, torch 2.13 CPU build). CI runs it.
+  (default)  5 seeds, 20k env steps per continuous run (4 env copies, one update per 4 env steps;
+             Simple World 3k steps): sized for about 3 hours on a 2-core CPU with --jobs 2.
+  --paper    the paper's budget (authors' code): 2M env steps per run, one update per env step,
+             batch 256, 100-step predator-prey episodes, 5 seeds. For GPUs (--cuda is passed).
+
+Every training run is a plain `python iac.py ...` or `python baselines.py ...` command (`--list`
+prints them, one per line, for a cluster scheduler). Runs write under runs/reproduce/<tier>/; a run
+counts as complete when its eval.csv reaches its last step. Re-running skips complete runs, resumes
+interrupted ones from their checkpoint (or restarts them if none was written), then copies the results
+of every complete run into figures/<tier>/data/ (committed) and draws every figure from what is there,
+saying on each how many seeds it holds.
+"""
+
+import argparse
+import concurrent.futures as cf
+import csv
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIG4_ALGOS = ("iac", "siaq", "ddpg_mix", "maddpg", "maac")
+FIG7_ALGOS = ("iac", "siaq", "sq", "siq", "attn_qmix")
+FIG2_ALGOS = ("ddpg_mix", "attn_qmix", "iac")
+FIG4_ENVS = ("multi_pendulum", "predator_prey", "po_predator_prey")
+SCALE_N = (3, 5, 7)
+
+TIERS = {
+    "quick": dict(seeds=2, steps=600, sw_steps=300, flags=[
+        "--learning-starts", "200", "--batch-size", "64", "--buffer-size", "5000", "--eval-every", "200",
+        "--eval-episodes", "4", "--hidden", "32", "--checkpoint-every", "300"], sw_flags=[
+        "--learning-starts", "100", "--batch-size", "64", "--eval-every", "50", "--hidden", "32"]),
+    "default": dict(seeds=5, steps=20_000, sw_steps=3_000, flags=[
+        "--num-envs", "4", "--updates-per-step", "0.25", "--learning-starts", "2000", "--eval-every", "1000",
+        "--checkpoint-every", "5000"], sw_flags=["--learning-starts", "500", "--eval-every", "100"]),
+    "paper": dict(seeds=5, steps=2_000_000, sw_steps=3_000, flags=[
+        "--cuda", "--eval-every", "10000", "--checkpoint-every", "100000"], sw_flags=[
+        "--cuda", "--learning-starts", "500", "--eval-every", "100"]),
+}
+
+
+# ------------------------------------------------------------------------------------------- runs
+def runs_for(tier, seeds):
+    """Every training run of a tier: dicts with name, env, algo, seed, steps and the command."""
+    t = TIERS[tier]
+    runs_dir = os.path.join("runs", "reproduce", tier)
+    specs = []
+    for seed in range(1, seeds + 1):  # seed by seed, so that a partial reproduction covers every figure
+        for algo in FIG2_ALGOS:
+            specs.append(("simple_world", algo, seed, t["sw_steps"], [], t["sw_flags"] + ["--save-model"]))
+        for env in FIG4_ENVS:
+            for algo in dict.fromkeys(FIG4_ALGOS + (FIG7_ALGOS if env != "multi_pendulum" else ())):
+                specs.append((env, algo, seed, t["steps"], [], t["flags"]))
+        for n in SCALE_N:
+            for algo in ("iac", "siaq"):
+                specs.append(("multi_pendulum", algo, seed, t["steps"], ["--n-agents", str(n), "--graded-reward"],
+                              t["flags"]))
+    runs = []
+    for env, algo, seed, steps, env_flags, flags in specs:
+        exp = algo + (f"-n{env_flags[1]}-graded" if env_flags else "")
+        script = ["iac.py"] if algo == "iac" else ["baselines.py", "--algo", algo]
+        cmd = ["python", *script, "--env", env, *env_flags, "--seed", str(seed), "--total-steps", str(steps),
+               "--exp-name", exp, "--runs-dir", runs_dir, "--save-model", "--no-progress", *flags]
+        name = f"{env}__{exp}__{seed}"
+        runs.append(dict(name=name, env=env, algo=algo, exp=exp, seed=seed, steps=steps, cmd=cmd,
+                         dir=os.path.join(runs_dir, name)))
+    return runs
+
+
+def last_step(path):
+    """Last step in an eval.csv, or -1."""
+    try:
+        with open(path) as f:
+            rows = list(csv.reader(f))
+        return int(rows[-1][0]) if len(rows) > 1 else -1
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def complete(run, data_dir):
+    return (last_step(os.path.join(data_dir, run["name"], "eval.csv")) >= run["steps"]
+            or last_step(os.path.join(run["dir"], "eval.csv")) >= run["steps"])
+
+
+def execute(run, log_dir):
+    """Run (or resume) one training; its output goes to a log file. Returns (name, ok, seconds)."""
+    cmd = [sys.executable, *run["cmd"][1:]]
+    ckpt = os.path.join(run["dir"], "checkpoint.pt")
+    if os.path.isfile(ckpt):  # interrupted before: continue from the last checkpoint (iac.py or baselines.py)
+        cmd = [sys.executable, cmd[1], "--resume", ckpt, "--total-steps", str(run["steps"]), "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per job
+    t0 = time.time()
+    with open(os.path.join(log_dir, run["name"] + ".log"), "w") as log:
+        log.write(shlex.join(cmd) + "\n")
+        log.flush()
+        ok = subprocess.run(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+    return run["name"], ok, time.time() - t0
+
+
+def collect(run, data_dir):
+    """Copy a complete run's small results into the committed data folder (atomically, per file)."""
+    src, dst = run["dir"], os.path.join(data_dir, run["name"])
+    if last_step(os.path.join(src, "eval.csv")) < run["steps"]:
+        return
+    os.makedirs(dst, exist_ok=True)
+    for f in ("eval.csv", "covariance.npz"):
+        if os.path.isfile(os.path.join(src, f)):
+            shutil.copyfile(os.path.join(src, f), os.path.join(dst, f + ".tmp"))
+            os.replace(os.path.join(dst, f + ".tmp"), os.path.join(dst, f))
+    if run["env"] == "simple_world":  # Fig. 2 needs the learned Q_tot landscape, from the checkpoint
+        np.savez(os.path.join(dst, "landscape.tmp.npz"), **simple_world_landscape(os.path.join(src, "checkpoint.pt")))
+        os.replace(os.path.join(dst, "landscape.tmp.npz"), os.path.join(dst, "landscape.npz"))
+
+
+def simple_world_landscape(ckpt_path, points=61):
+    import torch
+
+    import baselines
+    import iac
+
+    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+    args = ckpt["args"]
+    critic = iac.Critic(args, 2, 1, 1, 1, baselines.MAACCritic if getattr(args, "algo", "") == "maac" else None)
+    critic.load_state_dict(ckpt["critic"])
+    grid = np.linspace(-10, 10, points)
+    u1, u2 = np.meshgrid(grid, grid, indexing="ij")
+    act = torch.tensor(np.stack([u1, u2], -1).reshape(-1, 2, 1) / 10, dtype=torch.float32)  # tanh space
+    with torch.no_grad():
+        q = critic(torch.ones(len(act), 2, 1), torch.ones(len(act), 1), act)
+    return dict(u=grid, q_tot=q.view(points, points).numpy())
+
+
+# ------------------------------------------------------------------------------------------- tables
+def tables(out_dir):
+    """Tables 1-4: the matrix game's QMIX and QMIXs, as markdown files."""
+    for algo in ("qmix", "qmixs"):
+        path = os.path.join(out_dir, f"tables_{algo}.md")
+        if not os.path.isfile(path):
+            subprocess.run([sys.executable, "baselines.py", "--algo", algo, "--env", "matrix_game", "--out", path],
+                           cwd=HERE, check=True, stdout=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------------------------------- main
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="reproduce.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    tier = p.add_mutually_exclusive_group()
+    tier.add_argument("--quick", action="store_const", dest="tier", const="quick", help="toy budgets (CI)")
+    tier.add_argument("--paper", action="store_const", dest="tier", const="paper", help="the paper's budgets (GPU)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings run at once, each on one CPU thread")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per learning curve (default: the tier's)")
+    p.add_argument("--list", action="store_true", help="print the training commands, one per line, and exit")
+    p.add_argument("--plot-only", action="store_true", help="train nothing: draw from the complete runs")
+    p.add_argument("--out", default="figures", help="figures go to OUT/<tier>/")
+    args = p.parse_args(argv)
+    args.tier = args.tier or "default"
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    seeds = args.seeds or TIERS[args.tier]["seeds"]
+    if seeds < 1:
+        p.error(f"--seeds must be >= 1, got {seeds}")
+    runs = runs_for(args.tier, seeds)
+    if args.list:
+        for r in runs:
+            print(shlex.join(r["cmd"]))
+        return
+    out_dir = os.path.join(args.out, args.tier)
+    data_dir = os.path.join(out_dir, "data")
+    log_dir = os.path.join(HERE, "runs", "reproduce", args.tier, "logs")
+    os.makedirs(data_dir, exist_ok=True)
+    os.makedirs(log_dir, exist_ok=True)
+    t_start = time.time()
+    if not args.plot_only:
+        tables(out_dir)
+        todo = [r for r in runs if not complete(r, data_dir)]
+        print(f"{args.tier} tier: {len(runs)} runs, {len(runs) - len(todo)} already complete, "
+              f"{len(todo)} to run with {args.jobs} job(s); logs in {log_dir}", flush=True)
+        failed = []
+        with cf.ThreadPoolExecutor(args.jobs) as pool:
+            for i, (name, ok, secs) in enumerate(pool.map(lambda r: execute(r, log_dir), todo), 1):
+                print(f"[{i}/{len(todo)}] {name}: {'done' if ok else 'FAILED'} in {secs:.0f}s", flush=True)
+                if ok:
+                    collect(next(r for r in todo if r["name"] == name), data_dir)
+                else:
+                    failed.append(name)
+        if failed:
+            print(f"{len(failed)} run(s) failed; see their logs in {log_dir}: {', '.join(failed)}", file=sys.stderr)
+    for r in runs:  # also runs finished elsewhere (--list on a cluster)
+        if not os.path.isdir(os.path.join(data_dir, r["name"])):
+            collect(r, data_dir)
+    import plots
+
+    plots.draw_all(runs, data_dir, out_dir, args.tier)
+    if not args.plot_only:
+        with open(os.path.join(out_dir, "timing.json"), "w") as f:
+            json.dump(dict(tier=args.tier, seconds=round(time.time() - t_start), jobs=args.jobs,
+                           cpus=os.cpu_count(), runs_trained=len(todo)), f)
+    print(f"figures in {out_dir}/ ({time.time() - t_start:.0f}s)")
+    return out_dir
+
+
+if __name__ == "__main__":
+    main()
