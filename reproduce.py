@@ -53,10 +53,10 @@ TIERS = {
 
 
 # ------------------------------------------------------------------------------------------- runs
-def runs_for(tier, seeds):
+def runs_for(tier, seeds, runs_root=os.path.join("runs", "reproduce")):
     """Every training run of a tier: dicts with name, env, algo, seed, steps and the command."""
     t = TIERS[tier]
-    runs_dir = os.path.join("runs", "reproduce", tier)
+    runs_dir = os.path.join(runs_root, tier)
     specs = []
     for seed in range(1, seeds + 1):  # seed by seed, so that a partial reproduction covers every figure
         for algo in FIG2_ALGOS:
@@ -97,7 +97,7 @@ def complete(run, data_dir):
 
 def execute(run, log_dir):
     """Run (or resume) one training; its output goes to a log file. Returns (name, ok, seconds)."""
-    cmd = [sys.executable, *run["cmd"][1:]]
+    cmd = [sys.executable, os.path.join(HERE, run["cmd"][1]), *run["cmd"][2:]]  # paths stay the caller's
     ckpt = os.path.join(run["dir"], "checkpoint.pt")
     if os.path.isfile(ckpt):  # interrupted before: continue from the last checkpoint (iac.py or baselines.py)
         cmd = [sys.executable, cmd[1], "--resume", ckpt, "--total-steps", str(run["steps"]), "--no-progress"]
@@ -106,7 +106,7 @@ def execute(run, log_dir):
     with open(os.path.join(log_dir, run["name"] + ".log"), "w") as log:
         log.write(shlex.join(cmd) + "\n")
         log.flush()
-        ok = subprocess.run(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+        ok = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode == 0
     return run["name"], ok, time.time() - t0
 
 
@@ -149,8 +149,8 @@ def tables(out_dir):
     for algo in ("qmix", "qmixs"):
         path = os.path.join(out_dir, f"tables_{algo}.md")
         if not os.path.isfile(path):
-            subprocess.run([sys.executable, "baselines.py", "--algo", algo, "--env", "matrix_game", "--out", path],
-                           cwd=HERE, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, os.path.join(HERE, "baselines.py"), "--algo", algo, "--env", "matrix_game",
+                            "--out", path], check=True, stdout=subprocess.DEVNULL)
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -165,6 +165,8 @@ def main(argv=None):
     p.add_argument("--list", action="store_true", help="print the training commands, one per line, and exit")
     p.add_argument("--plot-only", action="store_true", help="train nothing: draw from the complete runs")
     p.add_argument("--out", default="figures", help="figures go to OUT/<tier>/")
+    p.add_argument("--runs-dir", default=os.path.join("runs", "reproduce"),
+                   help="training runs (checkpoints, TensorBoard logs) go to RUNS_DIR/<tier>/")
     args = p.parse_args(argv)
     args.tier = args.tier or "default"
     if args.jobs < 1:
@@ -172,14 +174,14 @@ def main(argv=None):
     seeds = args.seeds or TIERS[args.tier]["seeds"]
     if seeds < 1:
         p.error(f"--seeds must be >= 1, got {seeds}")
-    runs = runs_for(args.tier, seeds)
+    runs = runs_for(args.tier, seeds, args.runs_dir)
     if args.list:
         for r in runs:
             print(shlex.join(r["cmd"]))
         return
     out_dir = os.path.join(args.out, args.tier)
     data_dir = os.path.join(out_dir, "data")
-    log_dir = os.path.join(HERE, "runs", "reproduce", args.tier, "logs")
+    log_dir = os.path.join(args.runs_dir, args.tier, "logs")
     os.makedirs(data_dir, exist_ok=True)
     os.makedirs(log_dir, exist_ok=True)
     t_start = time.time()

@@ -1,0 +1,80 @@
+"""reproduce.sh: the quick tier draws every table and figure; interrupted runs resume, complete ones stay."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+import reproduce
+
+FIGURES = ["fig2_simple_world", "fig3_exploration", "fig4_learning_curves", "fig5_covariance", "fig6_scalability",
+           "fig7_ablations"]
+CSVS = {"fig2_trajectories": ["algo", "seed", "step", "u1", "u2", "eval_return"],
+        "fig2_landscape": ["algo", "seed", "u1", "u2", "q_tot"],
+        "fig3_exploration": ["policy", "covariance", "expected_reward"],
+        "fig4_learning_curves": ["env", "algo", "seed", "step", "eval_return"],
+        "fig5_covariance": ["seed", "step", "i", "j", "sigma"],
+        "fig6_scalability": ["env", "algo", "seed", "step", "eval_return"],
+        "fig7_ablations": ["env", "measure", "algo", "value"]}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    out = reproduce.main(["--quick", "--jobs", "2", "--out", str(root / "figures"), "--runs-dir", str(root / "runs")])
+    return root, out
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_tier_draws_every_table_and_figure(quick):
+    _, out = quick
+    for name in FIGURES:
+        assert os.path.getsize(os.path.join(out, name + ".png")) > 10_000, name
+    for name, columns in CSVS.items():
+        with open(os.path.join(out, name + ".csv")) as f:
+            assert next(csv.reader(f)) == columns, name
+        assert len(_rows(os.path.join(out, name + ".csv"))) > 0, name
+    for algo in ("qmix", "qmixs"):
+        text = open(os.path.join(out, f"tables_{algo}.md")).read()
+        assert "Greedy joint action" in text and "| A |" in text
+    # every learning curve holds both quick-tier seeds, on every step
+    fig4 = _rows(os.path.join(out, "fig4_learning_curves.csv"))
+    for env in ("multi_pendulum", "predator_prey", "po_predator_prey"):
+        for algo in ("iac", "siaq", "ddpg_mix", "maddpg", "maac"):
+            seeds = {r["seed"] for r in fig4 if r["env"] == env and r["algo"] == algo}
+            assert seeds == {"1", "2"}, (env, algo, seeds)
+    fig6 = _rows(os.path.join(out, "fig6_scalability.csv"))
+    assert {r["algo"] for r in fig6} == {f"{a}-n{n}-graded" for a in ("iac", "siaq") for n in (3, 5, 7)}
+
+
+def test_rerun_resumes_the_interrupted_run_and_skips_complete_ones(quick):
+    root, out = quick
+    runs = reproduce.runs_for("quick", 2, str(root / "runs"))
+    victim = next(r for r in runs if r["name"] == "predator_prey__iac__2")
+    data = os.path.join(out, "data")
+    # the victim was interrupted halfway: its results are gone and only a half-way checkpoint is left
+    for d in (os.path.join(data, victim["name"]), victim["dir"]):
+        subprocess.run(["rm", "-rf", d], check=True)
+    cmd = [sys.executable, *victim["cmd"][1:]]
+    cmd[cmd.index("--total-steps") + 1] = "300"
+    subprocess.run(cmd, check=True, cwd=os.path.dirname(reproduce.__file__), capture_output=True)
+    others = {r["name"]: os.path.getmtime(os.path.join(data, r["name"], "eval.csv")) for r in runs if r is not victim}
+    reproduce.main(["--quick", "--jobs", "2", "--out", str(root / "figures"), "--runs-dir", str(root / "runs")])
+    log = open(os.path.join(root, "runs", "quick", "logs", victim["name"] + ".log")).read()
+    assert "--resume" in log.splitlines()[0] and "resumed" in log
+    assert reproduce.last_step(os.path.join(data, victim["name"], "eval.csv")) == victim["steps"]
+    for name, mtime in others.items():  # nothing else was trained again
+        assert os.path.getmtime(os.path.join(data, name, "eval.csv")) == mtime, name
+
+
+def test_list_prints_one_command_per_run(capsys):
+    reproduce.main(["--quick", "--list"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(reproduce.runs_for("quick", 2)) == 60
+    assert all(line.startswith(("python iac.py", "python baselines.py --algo")) for line in lines)
