@@ -42,8 +42,8 @@ DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_pre
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Train IAC (arXiv 2102.06042) or one of its ablations on a batched env. With no "
-        "flags beyond --env, predator_prey trains for 200k env steps (about 40 minutes on 2 CPU "
-        "cores; see README for the learning curves this gives).",
+        "flags beyond --env, predator_prey trains for 200k env steps: about an hour on 2 CPU cores "
+        "(~60 updates/s); README 'Results' says what that budget does and does not learn.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--env", default="predator_prey", choices=[e for e in envs.ENV_NAMES if e != "matrix_game"],
@@ -556,8 +556,9 @@ def update(args, nets, opts, batch, n_updates, target_entropy):
     nn.utils.clip_grad_norm_(actor.parameters(), args.grad_clip)
     opts["actor"].step()
     out = {"actor_loss": loss_pi.detach()}
-    if "alpha" in opts:
-        loss_a = alpha_loss(nets["log_alpha"], log_prob, target_entropy)
+    if "alpha" in opts:  # the target entropy -nd is the joint policy's: per-agent log pi are summed
+        joint = log_prob if log_prob.dim() == 1 else log_prob.sum(-1)
+        loss_a = alpha_loss(nets["log_alpha"], joint, target_entropy)
         opts["alpha"].zero_grad(set_to_none=True)
         loss_a.backward()
         opts["alpha"].step()
@@ -737,38 +738,11 @@ def eval_only(args):
         if targs.env not in ("predator_prey", "po_predator_prey"):
             sys.exit("error: --capture-video draws predator-prey only")
         path = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.gif")
-        render_gif(actor, make_env(targs, 1, device), args.seed, path)
+        import plots
+
+        plots.render_gif(actor, make_env(targs, 1, device), args.seed, path, to_env)
         print(f"wrote {path}")
     return ret
-
-
-def render_gif(actor, env, seed, path):
-    """One deterministic predator-prey episode as a GIF (matplotlib + Pillow, no extra dependency)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation, PillowWriter
-
-    obs, _ = env.reset(seed=seed)
-    frames = []
-    with torch.no_grad():
-        for _ in range(env.episode_len):
-            frames.append(env.pos[0].cpu().numpy().copy())
-            obs, *_ = env.step(to_env(actor.mean(obs), env), check=False)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    colors = ["tab:red"] * 3 + ["tab:green"] + ["0.3"] * 2
-    sizes = env.size.cpu().numpy()
-
-    def draw(t):
-        ax.clear()
-        ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), aspect="equal", xticks=[], yticks=[],
-               title=f"step {t}")
-        for p, c, s in zip(frames[t], colors, sizes):
-            ax.add_patch(plt.Circle(p, s, color=c))
-
-    FuncAnimation(fig, draw, frames=len(frames)).save(path, writer=PillowWriter(fps=10))
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -245,3 +245,28 @@ def fig7(runs, data_dir, out_dir):
     fig.suptitle("Fig. 7: IAC and SIAQ against their ablations")
     save(fig, out_dir, "fig7_ablations")
     write_rows(os.path.join(out_dir, "fig7_ablations.csv"), ["env", "measure", "algo", "value"], rows)
+
+
+def render_gif(actor, env, seed, path, to_env):
+    """One deterministic predator-prey episode as a GIF (matplotlib + Pillow, no extra dependency)."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    obs, _ = env.reset(seed=seed)
+    frames = []
+    with torch.no_grad():
+        for _ in range(env.episode_len):
+            frames.append(env.pos[0].cpu().numpy().copy())
+            obs, *_ = env.step(to_env(actor.mean(obs), env), check=False)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    colors = ["tab:red"] * 3 + ["tab:green"] + ["0.3"] * 2
+    sizes = env.size.cpu().numpy()
+
+    def draw(t):
+        ax.clear()
+        ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), aspect="equal", xticks=[], yticks=[],
+               title=f"step {t}")
+        for p, c, s in zip(frames[t], colors, sizes):
+            ax.add_patch(plt.Circle(p, s, color=c))
+
+    FuncAnimation(fig, draw, frames=len(frames)).save(path, writer=PillowWriter(fps=10))
+    plt.close(fig)
