@@ -210,11 +210,10 @@ def main(argv=None):
         print("\npresets:\n" + "\n".join(f"  {k:10} {v}" for k, v in PRESETS.items()))
         return None
     if known.algo is None and "--resume" in rest:  # the checkpoint knows its method
-        known.algo = getattr(torch.load(rest[rest.index("--resume") + 1], weights_only=False)["args"],
-                             "algo", None) if rest.index("--resume") + 1 < len(rest) else None
+        args = iac.parse_args(rest)  # checks that the file exists
+        known.algo = getattr(iac.load_checkpoint(args.resume)["args"], "algo", None)
         if known.algo is None:
             p.error("--resume: this checkpoint names no --algo (an iac.py run?): resume it with iac.py")
-        args = iac.parse_args(rest)
         return iac.train(args, MAACCritic if known.algo == "maac" else None)
     if known.algo is None:
         p.error("--algo is required")

@@ -482,6 +482,17 @@ def evaluate(actor, env, seed):
     return ret.mean().item()
 
 
+def load_checkpoint(path, device="cpu"):
+    """torch.load with a clear message for a file that is not one of our checkpoints."""
+    try:
+        ckpt = torch.load(path, weights_only=False, map_location=device)
+    except Exception as e:  # truncated, not a torch file, wrong pickle...
+        sys.exit(f"error: cannot read checkpoint {path}: {type(e).__name__}: {e}")
+    if not isinstance(ckpt, dict) or "args" not in ckpt or "actor" not in ckpt:
+        sys.exit(f"error: {path} is not a checkpoint written by iac.py / baselines.py")
+    return ckpt
+
+
 def save_checkpoint(path, **state):
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
     tmp = path + ".tmp"
@@ -587,7 +598,7 @@ def train(args, make_q=None):
     critic (baselines.py uses it for MAAC's)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    resume = torch.load(args.resume, weights_only=False) if args.resume else None
+    resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:  # the run's own settings, except how long to train and where
         keep = {k: getattr(args, k) for k in ("total_steps", "cuda", "no_progress", "resume")}
         args = argparse.Namespace(**{**vars(resume["args"]), **{k: v for k, v in keep.items() if v is not None}})
@@ -724,7 +735,7 @@ def train(args, make_q=None):
 
 
 def eval_only(args):
-    ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
+    ckpt = load_checkpoint(args.checkpoint)
     targs = ckpt["args"]
     device = torch.device("cuda" if args.cuda else "cpu")
     env = make_env(targs, args.eval_episodes, device)

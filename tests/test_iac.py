@@ -256,3 +256,14 @@ def test_cuda_without_gpu_is_refused(capsys):
     with pytest.raises(SystemExit):
         iac.parse_args(["--cuda"])
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_unreadable_checkpoint_is_refused_clearly(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        iac.train(iac.parse_args(["--resume", str(bad)]))
+    torch.save({"something": 1}, bad)
+    with pytest.raises(SystemExit, match="not a checkpoint written by iac.py"):
+        iac.eval_only(iac.parse_args(["--eval-only", "--checkpoint", str(bad)]))
+
