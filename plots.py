@@ -118,7 +118,7 @@ def fig2(runs, data_dir, out_dir):
     grid = torch.linspace(-10, 10, 121, dtype=torch.float64)
     u = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)
     reward = envs.SimpleWorld.reward_fn(u).numpy()
-    traj_rows, land_rows = [], []
+    traj_rows, land_rows, corr_rows = [], [], []
     for ax, algo in zip(axes, algos):
         rs = available(runs, data_dir, env="simple_world", algo=algo)
         ax.contour(grid, grid, reward.T, levels=8, colors="k", linewidths=0.6, linestyles="dashed")
@@ -128,6 +128,9 @@ def fig2(runs, data_dir, out_dir):
             continue
         r = rs[0]
         land = np.load(os.path.join(data_dir, r["name"], "landscape.npz"))
+        # how well Q_tot represents the reward: correlation over the grid, per seed, then averaged
+        corr = [landscape_correlation(np.load(os.path.join(data_dir, x["name"], "landscape.npz")))
+                for x in rs]
         cs = ax.contourf(land["u"], land["u"], land["q_tot"].T, levels=20, cmap="viridis")
         fig.colorbar(cs, ax=ax, label="learned Q_tot")
         ev = r["eval"]
@@ -135,8 +138,11 @@ def fig2(runs, data_dir, out_dir):
         ax.plot(ev["u0_0"][0], ev["u1_0"][0], "o", color="red", ms=8)
         ax.plot(ev["u0_0"][-1], ev["u1_0"][-1], "*", color="red", ms=14)
         ax.set_title(f"{ax.get_title()}, seed {r['seed']}: final return {ev['eval_return'][-1]:.2f}\n"
-                     f"mean final return over {len(rs)} seeds: "
-                     f"{np.mean([x['eval']['eval_return'][-1] for x in rs]):.2f}", fontsize=10)
+                     f"over {len(rs)} seed(s): mean final return "
+                     f"{np.mean([x['eval']['eval_return'][-1] for x in rs]):.2f}, "
+                     f"corr(Q_tot, reward) {np.mean(corr):.2f}", fontsize=10)
+        for x, c in zip(rs, corr):
+            corr_rows.append((algo, x["seed"], c))
         for x in rs:
             traj_rows += [(algo, x["seed"], int(t), a, b, v) for t, a, b, v in
                           zip(x["eval"]["step"], x["eval"]["u0_0"], x["eval"]["u1_0"], x["eval"]["eval_return"])]
@@ -148,6 +154,14 @@ def fig2(runs, data_dir, out_dir):
     write_rows(os.path.join(out_dir, "fig2_trajectories.csv"), ["algo", "seed", "step", "u1", "u2", "eval_return"],
                traj_rows)
     write_rows(os.path.join(out_dir, "fig2_landscape.csv"), ["algo", "seed", "u1", "u2", "q_tot"], land_rows)
+    write_rows(os.path.join(out_dir, "fig2_correlation.csv"), ["algo", "seed", "corr_qtot_reward"], corr_rows)
+
+
+def landscape_correlation(land):
+    """Pearson correlation of a learned Q_tot with the true Simple World reward on the same grid."""
+    u = torch.as_tensor(land["u"], dtype=torch.float64)
+    reward = envs.SimpleWorld.reward_fn(torch.stack(torch.meshgrid(u, u, indexing="ij"), -1)).numpy()
+    return float(np.corrcoef(land["q_tot"].ravel(), reward.ravel())[0, 1])
 
 
 def fig3(out_dir):

@@ -13,6 +13,7 @@ FIGURES = ["fig2_simple_world", "fig3_exploration", "fig4_learning_curves", "fig
            "fig7_ablations"]
 CSVS = {"fig2_trajectories": ["algo", "seed", "step", "u1", "u2", "eval_return"],
         "fig2_landscape": ["algo", "seed", "u1", "u2", "q_tot"],
+        "fig2_correlation": ["algo", "seed", "corr_qtot_reward"],
         "fig3_exploration": ["policy", "covariance", "expected_reward"],
         "fig4_learning_curves": ["env", "algo", "seed", "step", "eval_return"],
         "fig5_covariance": ["seed", "step", "i", "j", "sigma"],
