@@ -3,10 +3,10 @@
     bash reproduce.sh [--quick | --paper] [--jobs N] [--list] [--plot-only] [--seeds K]
 
 Tiers (time measured on the hardware named):
-  --quick    toy budgets, 2 seeds: the whole pipeline end to end. About 6 minutes on a 2-core CPU
+  --quick    toy budgets, 2 seeds: the whole pipeline end to end. About 4 minutes on a 2-core CPU
              (--jobs 2, torch 2.13 CPU build). CI runs it.
   (default)  5 seeds, 20k env steps per continuous run (4 env copies, one update per 4 env steps;
-             Simple World 3k steps): sized for about 3 hours on a 2-core CPU with --jobs 2.
+             Simple World 3k steps): 2 hours (7,170 s) on a 2-core CPU with --jobs 2.
   --paper    the paper's budget (authors' code): 2M env steps per run, one update per env step,
              batch 256, 100-step predator-prey episodes, 5 seeds. For GPUs (--cuda is passed).
 
