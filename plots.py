@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import envs  # noqa: E402
+from iac import write_csv as write_rows  # noqa: E402  (atomic CSV write)
 
 plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and labels never overlap
 
@@ -47,14 +48,6 @@ def available(runs, data_dir, **match):
             if ev["step"][-1] >= r["steps"]:
                 out.append({**r, "eval": ev})
     return out
-
-
-def write_rows(path, header, rows):
-    with open(path + ".tmp", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(path + ".tmp", path)
 
 
 def save(fig, out_dir, name):
