@@ -277,3 +277,42 @@ def render_gif(actor, env, seed, path, to_env):
 
     FuncAnimation(fig, draw, frames=len(frames)).save(path, writer=PillowWriter(fps=10))
     plt.close(fig)
+
+
+def plot_runs(run_dirs, out, title=None):
+    """Evaluation curves of any runs (their eval.csv), one thin line each plus their mean; the CSV of
+    the points goes next to the PNG. `python plots.py runs/<run> [runs/<run> ...] --out curves.png`."""
+    if not out.endswith(".png"):
+        raise SystemExit(f"error: --out {out}: give a .png path")
+    rows, evs = [], []
+    for d in run_dirs:
+        path = os.path.join(d, "eval.csv")
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: {path} not found: give run folders written by iac.py / baselines.py")
+        evs.append((os.path.basename(os.path.normpath(d)), read_eval(path)))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, ev in evs:
+        ax.plot(ev["step"], ev["eval_return"], lw=0.8, alpha=0.6, label=name)
+        rows += [(name, int(t), v) for t, v in zip(ev["step"], ev["eval_return"])]
+    n = min(len(ev["step"]) for _, ev in evs)
+    if len(evs) > 1:  # the mean over the steps every run has reached
+        mean = np.mean([ev["eval_return"][:n] for _, ev in evs], 0)
+        ax.plot(evs[0][1]["step"][:n], mean, color="k", lw=2, label=f"mean of {len(evs)}")
+    ax.set(title=title or "deterministic evaluation return", xlabel="env steps", ylabel="evaluation return")
+    ax.legend(fontsize=7)
+    out_dir, name = os.path.split(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
+    save(fig, out_dir, os.path.splitext(name)[0])
+    write_rows(os.path.splitext(os.path.abspath(out))[0] + ".csv", ["run", "step", "eval_return"], rows)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="Plot the evaluation curves of training runs.")
+    p.add_argument("runs", nargs="+", help="run folders, each holding an eval.csv")
+    p.add_argument("--out", default="curves.png", help="PNG to write (its CSV goes beside it)")
+    p.add_argument("--title", default=None)
+    a = p.parse_args()
+    plot_runs(a.runs, a.out, a.title)
+    print(f"wrote {a.out}")

@@ -79,3 +79,23 @@ def test_list_prints_one_command_per_run(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(reproduce.runs_for("quick", 2)) == 60
     assert all(line.startswith(("python iac.py", "python baselines.py --algo")) for line in lines)
+
+
+def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path):
+    import plots
+
+    for seed, vals in ((1, [1.0, 2.0, 4.0]), (2, [3.0, 2.0])):  # run 2 was interrupted after 2 evaluations
+        d = tmp_path / f"pp__iac__{seed}"
+        d.mkdir()
+        (d / "eval.csv").write_text("step,eval_return\n" + "".join(f"{i * 1000},{v}\n" for i, v in enumerate(vals)))
+    out = tmp_path / "fig" / "curves.png"
+    plots.plot_runs([tmp_path / "pp__iac__1", tmp_path / "pp__iac__2"], str(out))
+    assert out.is_file()
+    with open(tmp_path / "fig" / "curves.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["run", "step", "eval_return"] and len(rows) == 1 + 5
+    assert rows[3] == ["pp__iac__1", "2000", "4.0"] and rows[5] == ["pp__iac__2", "1000", "2.0"]
+    with pytest.raises(SystemExit, match="eval.csv not found"):
+        plots.plot_runs([tmp_path], str(out))
+    with pytest.raises(SystemExit, match="give a .png"):
+        plots.plot_runs([tmp_path / "pp__iac__1"], str(tmp_path / "curves.pdf"))
