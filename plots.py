@@ -280,24 +280,29 @@ def render_gif(actor, env, seed, path, to_env):
 
 
 def plot_runs(run_dirs, out, title=None):
-    """Evaluation curves of any runs (their eval.csv), one thin line each plus their mean; the CSV of
-    the points goes next to the PNG. `python plots.py runs/<run> [runs/<run> ...] --out curves.png`."""
+    """Evaluation curves of any runs (their eval.csv): runs named <env>__<exp>__<seed> that differ only
+    in the seed share a colour, one thin line per seed and a thick mean over the steps all of them
+    reached. The CSV of the points goes next to the PNG.
+    `python plots.py runs/<run> [runs/<run> ...] --out curves.png`"""
     if not out.endswith(".png"):
         raise SystemExit(f"error: --out {out}: give a .png path")
-    rows, evs = [], []
+    groups = {}
     for d in run_dirs:
         path = os.path.join(d, "eval.csv")
         if not os.path.isfile(path):
             raise SystemExit(f"error: {path} not found: give run folders written by iac.py / baselines.py")
-        evs.append((os.path.basename(os.path.normpath(d)), read_eval(path)))
+        name = os.path.basename(os.path.normpath(d))
+        groups.setdefault(name.rsplit("__", 1)[0], []).append((name, read_eval(path)))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, ev in evs:
-        ax.plot(ev["step"], ev["eval_return"], lw=0.8, alpha=0.6, label=name)
-        rows += [(name, int(t), v) for t, v in zip(ev["step"], ev["eval_return"])]
-    n = min(len(ev["step"]) for _, ev in evs)
-    if len(evs) > 1:  # the mean over the steps every run has reached
+    rows = []
+    for k, (group, evs) in enumerate(groups.items()):
+        color = f"C{k % 10}"
+        for name, ev in evs:
+            ax.plot(ev["step"], ev["eval_return"], color=color, lw=0.6, alpha=0.45)
+            rows += [(name, int(t), v) for t, v in zip(ev["step"], ev["eval_return"])]
+        n = min(len(ev["step"]) for _, ev in evs)
         mean = np.mean([ev["eval_return"][:n] for _, ev in evs], 0)
-        ax.plot(evs[0][1]["step"][:n], mean, color="k", lw=2, label=f"mean of {len(evs)}")
+        ax.plot(evs[0][1]["step"][:n], mean, color=color, lw=2, label=f"{group} (mean of {len(evs)})")
     ax.set(title=title or "deterministic evaluation return", xlabel="env steps", ylabel="evaluation return")
     ax.legend(fontsize=7)
     out_dir, name = os.path.split(os.path.abspath(out))
