@@ -562,13 +562,10 @@ def update(args, nets, opts, batch, n_updates, target_entropy):
     alpha = args.alpha if args.alpha is not None else nets["log_alpha"].exp().detach()
     if args.policy == "deterministic":
         alpha = 0.0
-    # lines 11-13: the joint policy through Q_tot, Eq. (15). The critic is frozen meanwhile: the gradient
-    # flows through it to the actions, but its own weights need none (saves their backward pass).
-    critic.requires_grad_(False)
+    # lines 11-13: the joint policy through Q_tot, Eq. (15); the critic's grads it leaves are zeroed below
     loss_pi, log_prob = policy_loss(batch, actor, critic, alpha, args.policy, args.others_actions)
     opts["actor"].zero_grad(set_to_none=True)
     loss_pi.backward()
-    critic.requires_grad_(True)
     nn.utils.clip_grad_norm_(actor.parameters(), args.grad_clip)
     opts["actor"].step()
     out = {"actor_loss": loss_pi.detach()}

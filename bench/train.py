@@ -4,10 +4,8 @@
 
 Times `iac.train` (env stepping, action sampling, replay, logging, evaluation at the start only) and
 a bare loop that calls the same `iac.update` on minibatches of the same shapes, for the same number of
-updates, and prints updates per second of each and the loop's overhead over the bare updates. The bare
-updates alternate, in blocks of 50, with the same updates run without the critic freeze of the actor
-step, to show what that freeze saves. Imports that `iac.train` triggers once (tensorboard, torch's
-inductor) are loaded before timing.
+updates, and prints updates per second of each and the loop's overhead over the bare updates. Imports
+that `iac.train` triggers once (tensorboard, torch's inductor) are loaded before timing.
 """
 
 import argparse
@@ -57,36 +55,20 @@ def main():
                rew=torch.randn(B, device=device), next_obs=torch.randn(B, env.n_agents, env.obs_dim, device=device),
                next_state=torch.randn(B, env.state_dim, device=device), term=torch.zeros(B, device=device))
         ent = -float(env.n_agents * env.act_dim)
-        # the bare updates, in blocks of 50 alternating with the same updates run with the critic left
-        # trainable in the actor step (what freezing it saves); alternating keeps the two comparable
-        # when other work shares the CPU
-        critic, freeze = nets["critic"], nets["critic"].requires_grad_
-        t_bare = t_unfrozen = 0.0
-        n_unfrozen = 0
-        for i in range(0, 2 * known.updates, 50):
-            frozen = (i // 50) % 2 == 0
-            critic.requires_grad_ = freeze if frozen else (lambda requires_grad=True: critic)
-            t0 = time.perf_counter()
-            for k in range(i, min(i + 50, 2 * known.updates)):
-                iac.update(args, nets, opts, rb.sample(args.batch_size), k + 1, ent)
-            if args.cuda:
-                torch.cuda.synchronize()
-            if frozen:
-                t_bare += time.perf_counter() - t0
-            else:
-                t_unfrozen += time.perf_counter() - t0
-                n_unfrozen += k + 1 - i
+        t0 = time.perf_counter()
+        for i in range(known.updates):
+            iac.update(args, nets, opts, rb.sample(args.batch_size), i + 1, ent)
+        if args.cuda:
+            torch.cuda.synchronize()
+        t_bare = time.perf_counter() - t0
     n = known.updates
-    n_bare = 2 * n - n_unfrozen
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {device}, env {known.env}, "
           f"{' '.join(rest) or 'default flags'}")
     print(f"| loop                         | updates/s |\n|------------------------------|-----------|")
     print(f"| iac.train (whole loop)       | {n / t_loop:9.1f} |")
-    print(f"| bare iac.update calls        | {n_bare / t_bare:9.1f} |")
-    print(f"| bare, critic not frozen      | {n_unfrozen / t_unfrozen:9.1f} |")
-    print(f"loop overhead over the bare updates: {100 * (t_loop / n / (t_bare / n_bare) - 1):+.1f}% "
+    print(f"| bare iac.update calls        | {n / t_bare:9.1f} |")
+    print(f"loop overhead over the bare updates: {100 * (t_loop / t_bare - 1):+.1f}% "
           f"(includes building the networks, the first evaluation and {starts} random-action steps)")
-    print(f"freezing the critic's weights in the actor step: {t_unfrozen / n_unfrozen / (t_bare / n_bare):.2f}x faster updates")
 
 
 if __name__ == "__main__":
