@@ -305,10 +305,10 @@ def plot_runs(run_dirs, out, title=None):
         ax.plot(evs[0][1]["step"][:n], mean, color=color, lw=2, label=f"{group} (mean of {len(evs)})")
     ax.set(title=title or "deterministic evaluation return", xlabel="env steps", ylabel="evaluation return")
     ax.legend(fontsize=7)
-    out_dir, name = os.path.split(os.path.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
-    save(fig, out_dir, os.path.splitext(name)[0])
-    write_rows(os.path.splitext(os.path.abspath(out))[0] + ".csv", ["run", "step", "eval_return"], rows)
+    stem = os.path.splitext(os.path.abspath(out))[0]
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    save(fig, *os.path.split(stem))
+    write_rows(stem + ".csv", ["run", "step", "eval_return"], rows)
 
 
 if __name__ == "__main__":
@@ -317,7 +317,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description="Plot the evaluation curves of training runs.")
     p.add_argument("runs", nargs="+", help="run folders, each holding an eval.csv")
     p.add_argument("--out", default="curves.png", help="PNG to write (its CSV goes beside it)")
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None, help="figure title (default: 'deterministic evaluation return')")
     a = p.parse_args()
     plot_runs(a.runs, a.out, a.title)
     print(f"wrote {a.out}")
