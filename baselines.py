@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 import envs
 import iac
+import runlib
 
 # Every continuous method is three switches of iac.py (plus, for MADDPG and MAAC, how agent i's policy
 # gradient treats the other agents' actions).
@@ -71,9 +72,13 @@ class MAACCritic(iac.AttentionCritic):
         return self.f(torch.cat([s, x, act], -1)).squeeze(-1)  # (B, n)
 
     def aux_loss(self):
-        h = self._logits.shape[-1]
-        logits = self._logits[..., self.others] * math.sqrt(self.W_q.out_features // self.heads)
-        return self.LOGIT_REG * (logits**2).mean() if h > 1 else logits.new_zeros(())
+        n = self._logits.shape[-1]
+        if n == 1:
+            return self._logits.new_zeros(())
+        # the mean over the off-diagonal logits, by a mask product rather than a boolean index (which
+        # would wait for the GPU to count the entries)
+        logits = torch.where(self.others, self._logits, 0.0) * math.sqrt(self.W_q.out_features // self.heads)
+        return self.LOGIT_REG * (logits**2).sum() / (self._logits.numel() * (n - 1) / n)
 
 
 def continuous_args(algo, argv):
@@ -84,7 +89,9 @@ def continuous_args(algo, argv):
         if any(a == flag or a.startswith(flag + "=") for a in argv):
             sys.exit(f"error: --algo {algo} sets {flag} {preset[key]}; do not pass {flag}")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in preset.items()]
-    if not any(a == "--exp-name" or a.startswith("--exp-name=") for a in argv):
+    if "--resume" in argv or any(a.startswith("--resume=") for a in argv):
+        flags = []  # the checkpoint holds the run's settings; main() checks that its method is this algo
+    elif not any(a == "--exp-name" or a.startswith("--exp-name=") for a in argv):
         flags.append(f"--exp-name={algo}")
     args = iac.parse_args([*argv, *flags])
     args.algo = algo
@@ -209,12 +216,18 @@ def main(argv=None):
         p.print_help()
         print("\npresets:\n" + "\n".join(f"  {k:10} {v}" for k, v in PRESETS.items()))
         return None
-    if known.algo is None and "--resume" in rest:  # the checkpoint knows its method
+    if "--resume" in rest or any(a.startswith("--resume=") for a in rest):  # the checkpoint knows its method
+        if known.algo in MATRIX_ALGOS:
+            p.error(f"--algo {known.algo} trains in seconds and has no checkpoints to --resume")
         args = iac.parse_args(rest)  # checks that the file exists
-        known.algo = getattr(iac.load_checkpoint(args.resume)["args"], "algo", None)
-        if known.algo is None:
-            p.error("--resume: this checkpoint names no --algo (an iac.py run?): resume it with iac.py")
-        return iac.train(args, MAACCritic if known.algo == "maac" else None)
+        saved = getattr(runlib.load_checkpoint(args.resume)["args"], "algo", None)
+        if saved is None:
+            p.error(f"--resume {args.resume}: this checkpoint names no --algo (an iac.py run?): resume it with iac.py")
+        if known.algo is not None and known.algo != saved:
+            p.error(f"--resume {args.resume} is a {saved} run, not --algo {known.algo}: resume it with --algo "
+                    f"{saved}, or without --algo")
+        args.algo = saved
+        return iac.train(args, MAACCritic if saved == "maac" else None)
     if known.algo is None:
         p.error("--algo is required")
     if known.algo in MATRIX_ALGOS:
@@ -223,11 +236,19 @@ def main(argv=None):
                        help="qmix / qmixs run on the matrix game of Section 3 only")
         q.add_argument("--seed", type=int, default=1, help="seed of torch and the sampled joint actions")
         q.add_argument("--out", default=None, help="also write the tables to this markdown file")
+        q.add_argument("--cuda", action="store_true",
+                       help="refused: the matrix game trains on the CPU in seconds")
         qa = q.parse_args(rest)
+        if qa.cuda:
+            q.error("--cuda: the matrix game's QMIX / QMIXs train on the CPU (a few seconds); drop --cuda")
+        if not 0 <= qa.seed <= runlib.SEED_MAX:
+            q.error(f"--seed must be in [0, {runlib.SEED_MAX}], got {qa.seed}")
+        if qa.out:
+            runlib.check_out_file(q, "out", qa.out)
         text, _ = matrix_game_report(known.algo, qa.seed)
         print(text)
         if qa.out:
-            iac.write_text(qa.out, text + "\n")
+            runlib.write_text(qa.out, text + "\n")
         return text
     if "--env" in rest and rest[rest.index("--env") + 1:][:1] == ["matrix_game"]:
         p.error(f"--algo {known.algo} is continuous; the matrix game takes --algo qmix or qmixs")

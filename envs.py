@@ -68,11 +68,15 @@ class BatchedEnv:
         return {"gen": self.gen.get_state(),
                 **{k: v.clone() for k, v in vars(self).items() if isinstance(v, torch.Tensor)}}
 
-    def load_state_dict(self, sd):
-        self.gen.set_state(sd["gen"])
+    def load_state_dict(self, sd, restore_gen=True):
+        """Continue from a snapshot. The snapshot is copied, never kept: restoring one dict twice
+        replays the same steps. restore_gen=False keeps this env's own generator (resuming on another
+        device, whose generator state is not interchangeable)."""
+        if restore_gen:
+            self.gen.set_state(sd["gen"])
         for k, v in sd.items():
             if k != "gen":
-                setattr(self, k, v.to(self.device))
+                setattr(self, k, v.to(self.device, copy=True))
 
     def check_actions(self, actions):
         """Shape, type and finiteness checks; returns the clipped action tensor the physics uses."""
@@ -237,9 +241,17 @@ class PredatorPrey(BatchedEnv):
     CATCH_REWARD = 10.0
     SIGHT = 0.8  # PO variant: what lies farther than this is zeroed
 
-    def __init__(self, num_envs=1, device="cpu", dtype=torch.float32, partial=False):
+    PREDATOR_ACTIONS = ("mpe2", "mpe5")
+
+    def __init__(self, num_envs=1, device="cpu", dtype=torch.float32, partial=False,
+                 predator_action="mpe2"):
+        if predator_action not in self.PREDATOR_ACTIONS:
+            raise ValueError(f"predator_action must be one of {', '.join(self.PREDATOR_ACTIONS)}, "
+                             f"got {predator_action!r}")
         super().__init__(num_envs, device, dtype)
-        self.partial = partial
+        self.partial, self.predator_action = partial, predator_action
+        # "mpe5": the authors' 5-D action in [-1, 1]^5 (YiqinYang/IAC common/utils.py:34-51); "mpe2": 2-D
+        self.act_dim = 5 if predator_action == "mpe5" else 2
         # obs: own vel (2), own pos (2), landmarks rel. (4), other agents rel. (6), prey vel (2)
         self.obs_dim, self.state_dim = 16, 20
         kw = dict(dtype=dtype, device=self.device)
@@ -281,6 +293,9 @@ class PredatorPrey(BatchedEnv):
         B = self.num_envs
         prey = self._rand(B, 1, 2, low=-1.0, high=1.0)  # the prey acts uniformly at random
         self.last_prey_action = prey[:, 0]
+        if self.predator_action == "mpe5":  # old openai MPE multiagent/environment.py:173-181
+            a = actions  # (B, 3, 5); a0 is ignored, the force is up to twice the 2-D action's
+            actions = torch.stack([a[..., 1] - a[..., 2], a[..., 3] - a[..., 4]], -1)  # (B, 3, 2)
         force = torch.cat([actions, prey], 1) * self.accel  # (B, 4, 2) action forces
         # soft contact forces between every pair of entities, as mpe2's World.get_collision_force
         delta = self.pos[:, :, None] - self.pos[:, None, :]  # (B, 6, 6, 2), p_a - p_b
@@ -289,7 +304,9 @@ class PredatorPrey(BatchedEnv):
         pen = torch.logaddexp(torch.zeros_like(dist), -(dist - self.min_dist) / k) * k
         pair = self.CONTACT_FORCE * delta / dist.masked_fill(~self.not_self, 1.0)[..., None] * pen[..., None]
         force = force + (pair * self.not_self[..., None]).sum(2)[:, :4]  # only agents move
-        # World.integrate_state: position with the old velocity, then damping, force, speed cap
+        # mpe2 World.integrate_state (_mpe_utils/core.py:231-252): position with the OLD velocity, then
+        # damping, force, speed cap; the old openai MPE the authors ran (multiagent/core.py:158-169)
+        # does damping, force, speed cap, then moves with the NEW velocity. We keep mpe2's order.
         self.pos = torch.cat([self.pos[:, :4] + self.vel * self.DT, self.pos[:, 4:]], 1)
         vel = self.vel * (1 - self.DAMPING) + force * self.DT  # mass 1
         speed = vel.norm(dim=-1)  # (B, 4)
@@ -302,12 +319,16 @@ class PredatorPrey(BatchedEnv):
 
 
 # --------------------------------------------------------------------------------------------------
-def make_env(name, num_envs=1, device="cpu", dtype=torch.float32, n_agents=None, graded=False):
-    """Build a batched env by the name the command lines use."""
+def make_env(name, num_envs=1, device="cpu", dtype=torch.float32, n_agents=None, graded=False,
+             predator_action=None):
+    """Build a batched env by the name the command lines use. predator_action: "mpe2" (None, the
+    default: 2-D force) or "mpe5" (the authors' 5-D action), predator-prey only."""
     if name not in ENV_NAMES:
         raise ValueError(f"unknown environment {name!r}; expected one of {', '.join(ENV_NAMES)}")
     if name != "multi_pendulum" and (n_agents is not None or graded):
         raise ValueError(f"n_agents and graded apply to multi_pendulum only, not {name!r}")
+    if name not in ("predator_prey", "po_predator_prey") and predator_action is not None:
+        raise ValueError(f"predator_action applies to predator_prey and po_predator_prey only, not {name!r}")
     if name == "matrix_game":
         return MatrixGame(num_envs, device, dtype)
     if name == "simple_world":
@@ -315,7 +336,8 @@ def make_env(name, num_envs=1, device="cpu", dtype=torch.float32, n_agents=None,
     if name == "multi_pendulum":
         return MultiPendulum(num_envs, device, dtype, n_agents=3 if n_agents is None else n_agents,
                              graded=graded)
-    return PredatorPrey(num_envs, device, dtype, partial=name == "po_predator_prey")
+    return PredatorPrey(num_envs, device, dtype, partial=name == "po_predator_prey",
+                        predator_action="mpe2" if predator_action is None else predator_action)
 
 
 class ParallelEnv(pettingzoo.ParallelEnv):
@@ -348,6 +370,7 @@ class ParallelEnv(pettingzoo.ParallelEnv):
         return self._state
 
     def _split(self, obs, state):
+        obs, state = obs.cpu(), state.cpu()
         self._state = state[0].numpy().astype(np.float32)
         return {a: obs[0, i].numpy().astype(np.float32) for i, a in enumerate(self.agents)}
 

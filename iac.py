@@ -19,10 +19,8 @@ when the env is stepped.
 """
 
 import argparse
-import csv
 import math
 import os
-import random
 import sys
 import time
 
@@ -30,22 +28,32 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.distributions import LowRankMultivariateNormal, Normal
+from torch.distributions import Normal
 
 import envs
+import runlib
 
 # default training budget (env steps) per env, when --total-steps is not given; see README "Budgets"
 DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_prey": 200_000,
                  "po_predator_prey": 200_000}
+AUTHORS = "github YiqinYang/IAC@925dc26"  # the authors' released code, cited by file:line below
+# --preset authors: every setting where the authors' code departs from the paper's reading (README table)
+PRESETS = {"authors": dict(cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
+                           alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs", actor_objective="mean_q",
+                           grad_clip=0.0, predator_action="mpe5")}
+# flags added after the first release, with the values that release used: a format-1 checkpoint resumes as it ran
+LEGACY = dict(next_action="current", cov_diag="learned", l_bound="none", mean_noise=0.0, squash="tanh",
+              alpha_decay=0.0, alpha_min=0.0, mixer_state="env", actor_objective="qtot", td_entropy="soft",
+              predator_action="mpe2", preset=None)
+# what --resume may change; every other flag is the run's own
+RESUME_MAY_SET = ("resume", "total_steps", "cuda", "no_progress", "runs_dir")
 
 
-def parse_args(argv=None):
+def parser():
     p = argparse.ArgumentParser(
         description="Train IAC (arXiv 2102.06042) or one of its ablations on a batched env. With no "
-        "flags beyond --env, predator_prey trains for 200k env steps, about an hour on one CPU core "
-        "(~50-60 updates/s). Measured (2 seeds): the evaluation return dips from the random policy's ~13 "
-        "to ~0 by 10k steps, climbs from 25k and holds ~55 from 100k on, far below the 1000 the paper "
-        "reports within 2M steps (not run here). README 'Results' has the curve.",
+        "flags beyond --env, predator_prey trains for 200k env steps, about an hour on one CPU core. "
+        "README 'Results' has the measured curves and how they compare with the paper.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--env", default="predator_prey", choices=[e for e in envs.ENV_NAMES if e != "matrix_game"],
@@ -53,12 +61,20 @@ def parse_args(argv=None):
     a("--n-agents", type=int, default=None, help="multi_pendulum only: number of pendulums n (default 3)")
     a("--graded-reward", action="store_true",
       help="multi_pendulum only: the graded reward of the scalability experiment, Fig. 6")
+    a("--predator-action", default="mpe2", choices=["mpe2", "mpe5"],
+      help="predator-prey only: mpe2: 2-D force in [-1, 1]^2; mpe5: the authors' 5-D action of the old MPE, "
+      "force (a1 - a2, a3 - a4), up to twice as strong (common/utils.py:34-51)")
     a("--exp-name", default="iac", help="name of the run; logs go to runs/<env>__<exp-name>__<seed>")
-    a("--seed", type=int, default=1, help="seed of torch, the envs and the replay sampling")
-    a("--cuda", action="store_true", help="put envs, replay buffer and networks on the GPU")
+    a("--seed", type=int, default=1,
+      help="seed of the run; each random stream (torch, envs, replay sampling) gets its own seed from it")
+    a("--cuda", action=argparse.BooleanOptionalAction, default=None,
+      help="put envs, replay buffer and networks on the GPU (default: CPU; with --resume: the checkpoint's device)")
     a("--total-steps", type=int, default=None,
       help=f"env steps to train, counted over all copies (default per env: {DEFAULT_STEPS})")
     a("--num-envs", type=int, default=1, help="B parallel env copies; one step of each counts as one")
+    a("--preset", default=None, choices=sorted(PRESETS),
+      help="authors: every setting of the authors' code that differs from the paper (README table); "
+      "flags given explicitly win")
     # --- the method grid, ../shared/DESIGN.md section 1 ---
     a("--policy", default="joint", choices=["joint", "independent", "deterministic"],
       help="joint: Gaussian with collaborative exploration, Eq. (14); independent: per-agent "
@@ -71,8 +87,22 @@ def parse_args(argv=None):
     a("--others-actions", default="policy", choices=["policy", "buffer"],
       help="--mixer none: the other agents' actions in agent i's policy gradient: the current "
       "policies' (MAAC) or the replay buffer's (MADDPG)")
+    # --- the joint policy, Section 4.1 ---
     a("--rank", type=int, default=2,
-      help="rank m of the collaborative exploration matrix L (nd x m), Eq. (12) (authors' code: 1)")
+      help="rank m of the collaborative exploration matrix L (nd x m), Eq. (12) (authors: 1, common/utils.py:54)")
+    a("--cov-diag", default="learned", choices=["learned", "fixed"],
+      help="D of Sigma = L L^T + D, Eq. (12): learned: diag sigma_i(o_i)^2, Eq. (14); fixed: 1e-6 I, so "
+      "all exploration goes through L (authors: IAC/actor.py:16,61)")
+    a("--l-bound", default="none", choices=["none", "tanh"],
+      help="L = f_psi(s), Eq. (13), unbounded, or tanh(f_psi(s)) (authors: IAC/actor.py:30-37)")
+    a("--mean-noise", type=float, default=0.0,
+      help="add c * U[0, 1) to the Gaussian's mean when sampling (authors: c = 0.05, IAC/actor.py:44-47)")
+    a("--squash", default="tanh", choices=["tanh", "none"],
+      help="tanh: u = tanh(x) with the log-prob correction; none: the Gaussian's mean is tanh(mu), u = x, "
+      "clipped to [-1, 1] only at the env and in the buffer (authors: IAC/actor.py:63-65, agent.py:56)")
+    a("--mixer-state", default="env", choices=["env", "obs"],
+      help="s given to the mixer, Eq. (22), and to f_psi(s), Eq. (13): the env's global state, or the "
+      "concatenated agents' observations (authors: common/utils.py:47)")
     # --- networks ---
     a("--hidden", type=int, default=64, help="width of every per-agent MLP layer (2 layers)")
     a("--heads", type=int, default=4, help="attention heads of the critic, Section 4.2")
@@ -83,18 +113,32 @@ def parse_args(argv=None):
     a("--critic-lr", type=float, default=1e-3, help="learning rate of critics and mixer, Eq. (23)")
     a("--batch-size", type=int, default=256, help="minibatch size |b| of Eq. (23)")
     a("--buffer-size", type=int, default=500_000, help="replay buffer D capacity (transitions)")
-    a("--learning-starts", type=int, default=2_000, help="env steps of uniform random actions first")
+    a("--learning-starts", type=int, default=0,
+      help="env steps of uniform random actions first (Algorithm 1 line 9: none; updates begin once D "
+      "holds one minibatch)")
     a("--updates-per-step", type=float, default=1.0, help="gradient updates per env step (UTD ratio)")
-    a("--tau", type=float, default=0.01,
-      help="Polyak rate of the target networks; tau = 1 with --target-update-interval T gives "
-      "Algorithm 1's hard copy every T updates")
-    a("--target-update-interval", type=int, default=1, help="updates between target updates, T")
+    a("--next-action", default="target", choices=["target", "current"],
+      help="u' of the TD target, Eq. (24): from the target policy pi^- (Algorithm 1 line 15) or the "
+      "current one (SAC's convention)")
+    a("--td-entropy", default="soft", choices=["soft", "none"],
+      help="soft: y = r + gamma (Q_tot' - alpha log pi'), the maximum-entropy target (authors: agent.py:102); "
+      "none: Eq. (24) as printed, no entropy term")
+    a("--actor-objective", default="qtot", choices=["qtot", "mean_q"],
+      help="what Eq. (15) maximises with the mixer: Q_tot (paper) or the mean of the Q_i (authors: agent.py:107)")
+    a("--tau", type=float, default=1.0,
+      help="target update theta^- <- tau theta + (1 - tau) theta^-; 1 is Algorithm 1's hard copy")
+    a("--target-update-interval", type=int, default=200,
+      help="updates between target updates, T of Algorithm 1 lines 19-20")
     a("--alpha", type=float, default=None,
       help="fix the entropy temperature alpha of Eq. (8); by default it is learned (SAC v2)")
+    a("--alpha-decay", type=float, default=0.0,
+      help="with --alpha: subtract this from alpha after every update (authors: 1e-6, agent.py:125)")
+    a("--alpha-min", type=float, default=0.0, help="with --alpha-decay: alpha's floor (authors: 0.01)")
     a("--alpha-lr", type=float, default=3e-4, help="learning rate of log alpha")
     a("--exploration-noise", type=float, default=0.1,
       help="--policy deterministic: std of the Gaussian noise added to tanh(mu) in [-1, 1] units")
-    a("--grad-clip", type=float, default=10.0, help="max gradient norm of each optimiser step")
+    a("--grad-clip", type=float, default=10.0,
+      help="max gradient norm of each optimiser step; 0: no clipping (authors: none)")
     # --- evaluation, logging, checkpoints ---
     a("--eval-every", type=int, default=1_000, help="env steps between deterministic evaluations")
     a("--eval-episodes", type=int, default=10, help="episodes per evaluation (run as one batch)")
@@ -107,65 +151,110 @@ def parse_args(argv=None):
       help="with --eval-only: write a GIF of one deterministic episode (predator-prey only)")
     a("--runs-dir", default="runs", help="folder of the run folders")
     a("--no-progress", action="store_true", help="no progress line on the terminal")
+    return p
+
+
+def parse_args(argv=None):
+    p = parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    args.explicit = explicit_flags(argv)
+    if args.preset:  # the preset's values, except where a flag was given by hand
+        for k, v in PRESETS[args.preset].items():
+            if k not in args.explicit and not (k == "predator_action" and "predator_prey" not in args.env):
+                setattr(args, k, v)
     check_args(p, args)
     return args
 
 
+def explicit_flags(argv):
+    """The flags given on the command line (argparse fills in the rest with defaults)."""
+    q = parser()
+    for action in q._actions:
+        action.default = argparse.SUPPRESS
+    return sorted(vars(q.parse_args(argv)))
+
+
 def check_args(p, args):
-    """Reject bad flag values at once, with a message that names the flag."""
+    """Reject bad flag values at once, with a message that names the flag and the value. Every mode
+    (training, --resume, --eval-only) checks every flag: a bad value is never silently ignored."""
+    num = lambda name, *a, **k: runlib.check_number(p, args, name, *a, **k)
     if args.cuda and not torch.cuda.is_available():
         p.error("--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
-    if args.eval_only:
-        if not args.checkpoint:
-            p.error("--eval-only needs --checkpoint PATH")
-        if not os.path.isfile(args.checkpoint):
-            p.error(f"--checkpoint {args.checkpoint}: no such file")
-        return
-    if args.capture_video:
-        p.error("--capture-video works with --eval-only --checkpoint PATH")
-    if args.resume and not os.path.isfile(args.resume):
-        p.error(f"--resume {args.resume}: no such file")
+    if not 0 <= args.seed <= runlib.SEED_MAX:
+        p.error(f"--seed must be in [0, {runlib.SEED_MAX}], got {args.seed}")
+    for name in ("num_envs", "batch_size", "buffer_size", "eval_every", "eval_episodes", "hidden", "heads",
+                 "mixer_embed", "checkpoint_every", "target_update_interval", "rank"):
+        if getattr(args, name) < 1:
+            p.error(f"{runlib.flag(name)} must be >= 1, got {getattr(args, name)}")
+    for name in ("total_steps", "learning_starts"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            p.error(f"{runlib.flag(name)} must be >= 0, got {getattr(args, name)}")
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "updates_per_step"):
+        num(name, 0, None, lo_open=True)
+    num("gamma", 0, 1, hi_open=True)
+    num("tau", 0, 1, lo_open=True)
+    num("alpha", 0, None, optional=True)
+    num("alpha_decay", 0)
+    num("alpha_min", 0)
+    num("mean_noise", 0)
+    num("exploration_noise", 0)
+    num("grad_clip", 0)
+    if (args.alpha_decay or args.alpha_min) and args.alpha is None:
+        p.error(f"--alpha-decay {args.alpha_decay} / --alpha-min {args.alpha_min} schedule a fixed alpha: "
+                "give --alpha too")
+    if args.alpha is not None and args.alpha_min > args.alpha:
+        p.error(f"--alpha-min {args.alpha_min} is above --alpha {args.alpha}")
+    if args.batch_size > args.buffer_size:
+        p.error(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
+    if args.num_envs > args.buffer_size:
+        p.error(f"--num-envs {args.num_envs} copies add {args.num_envs} transitions per step, more than "
+                f"--buffer-size {args.buffer_size} holds")
+    if args.hidden % args.heads:
+        p.error(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
     if args.env != "multi_pendulum" and (args.n_agents is not None or args.graded_reward):
         p.error("--n-agents and --graded-reward apply to --env multi_pendulum only")
     if args.n_agents is not None and args.n_agents < 1:
         p.error(f"--n-agents must be >= 1, got {args.n_agents}")
     if args.graded_reward and (args.n_agents or 3) < 3:
         p.error("--graded-reward (Fig. 6) needs --n-agents >= 3")
-    for flag in ("num_envs", "batch_size", "buffer_size", "eval_every", "eval_episodes", "hidden",
-                 "heads", "mixer_embed", "checkpoint_every", "target_update_interval"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    for flag in ("total_steps", "learning_starts"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 0:
-            p.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    for flag in ("actor_lr", "critic_lr", "alpha_lr", "updates_per_step"):
-        if not getattr(args, flag) > 0:
-            p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
-    if not 0 <= args.gamma < 1:
-        p.error(f"--gamma must be in [0, 1), got {args.gamma}")
-    if not 0 < args.tau <= 1:
-        p.error(f"--tau must be in (0, 1], got {args.tau}")
-    if args.alpha is not None and args.alpha < 0:
-        p.error(f"--alpha must be >= 0, got {args.alpha}")
-    if args.batch_size > args.buffer_size:
-        p.error(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-    if args.hidden % args.heads:
-        p.error(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    if args.predator_action != "mpe2" and "predator_prey" not in args.env:
+        p.error(f"--predator-action {args.predator_action} applies to predator-prey only, not --env {args.env}")
     n, d = env_sizes(args)
     if args.policy == "joint" and not 1 <= args.rank <= n * d:
         p.error(f"--rank m must be in 1..n*d = {n * d} for {args.env} (Eq. 12: L is nd x m), "
                 f"got {args.rank}")
+    runlib.check_out_dir(p, "runs_dir", args.runs_dir)
+    if args.eval_only:
+        if not args.checkpoint:
+            p.error("--eval-only needs --checkpoint PATH")
+        runlib.check_in_file(p, "checkpoint", args.checkpoint)
+        if args.resume:
+            p.error("--eval-only and --resume exclude each other")
+        return
+    if args.capture_video:
+        p.error("--capture-video works with --eval-only --checkpoint PATH")
+    if args.checkpoint:
+        p.error("--checkpoint is for --eval-only; to continue training give --resume PATH")
+    if args.resume:
+        runlib.check_in_file(p, "resume", args.resume)
+        changed = [k for k in args.explicit if k not in RESUME_MAY_SET]
+        if changed:
+            p.error(f"--resume continues a run with its own settings; {', '.join(map(runlib.flag, changed))} "
+                    f"cannot be changed (only {', '.join(map(runlib.flag, RESUME_MAY_SET[1:]))} can)")
 
 
 def env_sizes(args):
     """(n agents, d action dims) of the env the flags name, without building it."""
-    return {"simple_world": (2, 1), "predator_prey": (3, 2), "po_predator_prey": (3, 2)}.get(
+    d_pp = 5 if getattr(args, "predator_action", "mpe2") == "mpe5" else 2
+    return {"simple_world": (2, 1), "predator_prey": (3, d_pp), "po_predator_prey": (3, d_pp)}.get(
         args.env, (args.n_agents or 3, 1))
 
 
 def make_env(args, num_envs, device):
     kw = dict(n_agents=args.n_agents, graded=args.graded_reward) if args.env == "multi_pendulum" else {}
+    if getattr(args, "predator_action", "mpe2") != "mpe2":
+        kw["predator_action"] = args.predator_action
     return envs.make_env(args.env, num_envs=num_envs, device=device, **kw)
 
 
@@ -207,16 +296,60 @@ def squash_log_prob(x):
     return 2 * (math.log(2) - x - F.softplus(-2 * x))
 
 
+class LowRankGaussian:
+    """N(loc, L L^T + diag(D)) over k = nd dims with L of rank m, as torch's LowRankMultivariateNormal
+    (the tests check every method against it) but with the m x m capacitance matrix C = I + L^T D^-1 L
+    factored by cholesky_ex: torch's class calls linalg.cholesky, which waits for the GPU to report
+    success. A factorisation that fails gives NaN, which the training loop's guard then reports."""
+
+    def __init__(self, loc, cov_factor, cov_diag):  # (B, k), (B, k, m), (B, k)
+        self.loc, self.L, self.D = loc, cov_factor, cov_diag
+        m = cov_factor.shape[-1]
+        C = torch.eye(m, dtype=loc.dtype, device=loc.device) + cov_factor.mT @ (cov_factor / cov_diag[..., None])
+        self.C_tril, info = torch.linalg.cholesky_ex(C)  # (B, m, m)
+        self.C_tril = self.C_tril + torch.where(info > 0, math.nan, 0.0)[..., None, None]
+
+    def rsample(self):
+        eps_m = torch.randn(self.L.shape[:-2] + self.L.shape[-1:], dtype=self.loc.dtype, device=self.loc.device)
+        eps_k = torch.randn_like(self.loc)
+        return self.loc + (self.L @ eps_m[..., None]).squeeze(-1) + self.D.sqrt() * eps_k  # Eq. (14)
+
+    def log_det(self):  # log det Sigma = log det C + sum log D (matrix determinant lemma)
+        return 2 * self.C_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1) + self.D.log().sum(-1)
+
+    def log_prob(self, x):
+        z = x - self.loc
+        # Woodbury: z^T Sigma^-1 z = z^T D^-1 z - |C_tril^-1 L^T D^-1 z|^2
+        w = torch.linalg.solve_triangular(self.C_tril, (self.L.mT @ (z / self.D)[..., None]), upper=False)
+        maha = (z * z / self.D).sum(-1) - w.squeeze(-1).pow(2).sum(-1)
+        k = self.loc.shape[-1]
+        return -0.5 * (k * math.log(2 * math.pi) + self.log_det() + maha)
+
+    def entropy(self):
+        k = self.loc.shape[-1]
+        return 0.5 * k * (1 + math.log(2 * math.pi)) + 0.5 * self.log_det()
+
+    @property
+    def covariance_matrix(self):
+        return self.L @ self.L.mT + torch.diag_embed(self.D)
+
+
+FIXED_D = 1e-6  # --cov-diag fixed: D = 1e-6 I (authors: epsilon_D, IAC/actor.py:16)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Section 4.1: the joint stochastic policy with collaborative exploration.
 class Actor(nn.Module):
     """pi(u | o, s). joint: x = mu(o) + sigma(o) eps_N + L(s) eps_M, Eq. (14), u = tanh(x);
     independent: L = 0, Eq. (25); deterministic: u = tanh(mu(o)) (+ noise, added by the caller).
-    Execution uses tanh(mu_i(o_i)) only, so agent i needs nothing but its own observation."""
+    Execution uses tanh(mu_i(o_i)) only, so agent i needs nothing but its own observation.
+    The keyword switches are the authors' variants (--cov-diag, --l-bound, --mean-noise, --squash)."""
 
-    def __init__(self, n, obs_dim, state_dim, d, hidden, policy, rank):
+    def __init__(self, n, obs_dim, state_dim, d, hidden, policy, rank, cov_diag="learned", l_bound="none",
+                 mean_noise=0.0, squash="tanh"):
         super().__init__()
         self.n, self.d, self.policy, self.rank = n, d, policy, rank
+        self.cov_diag, self.l_bound, self.mean_noise, self.squash = cov_diag, l_bound, mean_noise, squash
         out = d if policy == "deterministic" else 2 * d  # mu_i and log sigma_i
         self.net = agent_mlp(n, [obs_dim, hidden, hidden, out])  # theta_i, one per agent
         if policy == "joint":
@@ -227,27 +360,35 @@ class Actor(nn.Module):
         return torch.tanh(self.net(obs)[..., : self.d])
 
     def distribution(self, obs, state):
-        """Pre-squash distribution of x: (B, nd) low-rank Gaussian (joint) or (B, n, d) Normal."""
+        """Pre-squash distribution of x: LowRankGaussian over (B, nd) (joint) or Normal (B, n, d)."""
         mu, log_std = self.net(obs).split(self.d, -1)  # (B, n, d) each
+        if self.squash == "none":  # the authors' Gaussian is centred on tanh(mu) and never squashed
+            mu = torch.tanh(mu)
+        if self.mean_noise:  # a one-sided jitter of the mean, c U[0, 1) (authors: IAC/actor.py:44-47)
+            mu = mu + self.mean_noise * torch.rand_like(mu)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        var = (2 * log_std).exp() if self.cov_diag == "learned" else torch.full_like(log_std, FIXED_D)
         if self.policy == "independent":
-            return Normal(mu, log_std.exp(), validate_args=False)
+            return Normal(mu, var.sqrt(), validate_args=False)
         B = obs.shape[0]
         L = self.f_psi(state).view(B, self.n * self.d, self.rank)  # (B, nd, m), Eq. (13)
+        if self.l_bound == "tanh":
+            L = torch.tanh(L)
         # Sigma = L L^T + D, Eq. (12); D = diag(sigma^2) from the agents' own heads
-        return LowRankMultivariateNormal(mu.flatten(1), cov_factor=L, cov_diag=(2 * log_std).exp().flatten(1),
-                                         validate_args=False)
+        return LowRankGaussian(mu.flatten(1), L, var.flatten(1))
 
     def sample(self, obs, state):
-        """Reparameterised u (B, n, d) in [-1, 1] and log pi(u | o, s): (B,) joint, (B, n) independent."""
+        """Reparameterised u (B, n, d) and log pi(u | o, s): (B,) joint, (B, n) independent.
+        u is in [-1, 1] with --squash tanh; with none it is the raw Gaussian sample."""
         dist = self.distribution(obs, state)
-        x = dist.rsample()
+        x = dist.rsample()  # joint: (B, nd); independent: (B, n, d)
+        log_prob = dist.log_prob(x)  # joint: (B,); independent: (B, n, d)
+        if self.squash == "tanh":  # log pi(u) = log N(x) - sum over the dims of log(1 - tanh(x)^2)
+            log_prob = log_prob - (squash_log_prob(x).sum(-1) if self.policy == "joint" else squash_log_prob(x))
+            x = torch.tanh(x)
         if self.policy == "joint":
-            # log pi(u) = log N_LM(x) - sum over all nd dims of log(1 - tanh(x)^2)
-            log_prob = dist.log_prob(x) - squash_log_prob(x).sum(-1)
-            return torch.tanh(x).view(*obs.shape[:2], self.d), log_prob
-        log_prob = (dist.log_prob(x) - squash_log_prob(x)).sum(-1)  # (B, n), per agent
-        return torch.tanh(x), log_prob
+            return x.view(*obs.shape[:2], self.d), log_prob
+        return x, log_prob.sum(-1)  # (B, n), per agent
 
     def covariance(self, obs, state):
         """Sigma = L L^T + D of the pre-squash joint Gaussian, (B, nd, nd); Fig. 5."""
@@ -358,23 +499,29 @@ class Critic(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # The losses. `batch` holds obs (B, n, o), state (B, S), act (B, n, d), rew (B,), next_obs,
 # next_state, term (B,); with --mixer none the values are per agent (B, n) and the reward broadcasts.
-def joint_log_prob(log_prob, mixer):
-    """log pi as the value side needs it: the joint (B,) under a mixer, per agent (B, n) without one."""
+def value_log_prob(log_prob, mixer):
+    """log pi in the shape of the value it is subtracted from: the joint log pi (B,) next to Q_tot, agent
+    i's own log pi_i (B, n) next to Q_i without a mixer. An independent policy's joint log pi is the sum
+    of the agents' (Eq. 25), so SIQ / SIAQ subtract alpha sum_i log pi_i after the mixer, not inside each
+    Q_i as Eq. (26) writes it."""
     if mixer is None:
         return log_prob if log_prob.dim() == 2 else log_prob.unsqueeze(-1)
     return log_prob if log_prob.dim() == 1 else log_prob.sum(-1)
 
 
-def td_target(batch, actor, actor_target, critic_target, alpha, gamma, policy):
-    # Eq. (24), soft form: y = r + gamma (1 - terminated) (Q_tot'(o', u', s') - alpha log pi(u' | o', s')).
-    # u' comes from the current policy (SAC convention) for stochastic policies and from the target
-    # policy pi^- (Algorithm 1 line 15, DDPG convention) for the deterministic one.
+def td_target(batch, actor, actor_target, critic_target, alpha, gamma, policy, next_action="target",
+              td_entropy="soft"):
+    # Eq. (24) in soft form: y = r + gamma (1 - terminated) (Q_tot'(o', u', s') - alpha log pi(u' | o', s')),
+    # u' ~ pi^-(o', s'), the target policy (Algorithm 1 line 15, whose "s_B" we read as s'_B, as Eq. (24)
+    # has it); --next-action current takes u' from the current policy (SAC). --td-entropy none drops
+    # the entropy term, as Eq. (24) is printed. Time-limit truncation is not termination.
     with torch.no_grad():
+        pi = actor_target if next_action == "target" or policy == "deterministic" else actor
         if policy == "deterministic":
-            next_act, entropy_term = actor_target.mean(batch["next_obs"]), 0.0
+            next_act, entropy_term = pi.mean(batch["next_obs"]), 0.0
         else:
-            next_act, log_prob = actor.sample(batch["next_obs"], batch["next_state"])
-            entropy_term = alpha * joint_log_prob(log_prob, critic_target.mixer)
+            next_act, log_prob = pi.sample(batch["next_obs"], batch["next_state"])
+            entropy_term = alpha * value_log_prob(log_prob, critic_target.mixer) if td_entropy == "soft" else 0.0
         next_q = critic_target(batch["next_obs"], batch["next_state"], next_act) - entropy_term
         not_done = 1.0 - batch["term"]
         if next_q.dim() == 2:  # per-agent critics: every Q_i regresses the team reward
@@ -390,30 +537,39 @@ def critic_loss(batch, critic, y):
     return loss
 
 
-def policy_loss(batch, actor, critic, alpha, policy, others_actions="policy"):
-    # Eq. (15): E[alpha log pi(u | o, s) - Q_tot(o, u, s)], u reparameterised through mu, sigma and L.
-    # (The authors' code uses the mean of the Q_i instead of Q_tot; the paper says Q_tot.)
+def policy_loss(batch, actor, critic, alpha, policy, others_actions="policy", objective="qtot"):
+    # Eq. (15), scaled by alpha as SAC does: E[alpha log pi(u | o, s) - Q_tot(o, u, s)], u reparameterised
+    # through mu, sigma and L. The paper writes E[log pi - Q_tot / alpha]: the same optimum, but a
+    # gradient 1/alpha larger, which grows as a learned alpha shrinks.
+    # --actor-objective mean_q maximises the mean of the Q_i instead (authors: agent.py:107).
     obs, state = batch["obs"], batch["state"]
     if policy == "deterministic":
         act, log_prob = actor.mean(obs), None
     else:
         act, log_prob = actor.sample(obs, state)
     if critic.mixer is None:
-        # no Q_tot: agent i follows its own Q_i with the other agents' actions held fixed: the
-        # current policies' (MAAC) or the buffer's (MADDPG). All n variants of the joint action go
-        # through the critic as one batch of n B.
-        n = act.shape[1]
-        others = batch["act"] if others_actions == "buffer" else act.detach()
-        eye = torch.eye(n, dtype=torch.bool, device=act.device)[:, None, :, None]  # (n, 1, n, 1)
-        mixed = torch.where(eye, act.unsqueeze(0), others.unsqueeze(0))  # (n, B, n, d)
-        q = critic(obs.repeat(n, 1, 1), state.repeat(n, 1), mixed.flatten(0, 1))  # (n B, n)
-        q = q.view(n, -1, n).diagonal(dim1=0, dim2=2)  # (B, n): Q_i with agent i's fresh action
+        q = own_action_q(batch, critic, act, others_actions)  # (B, n)
+    elif objective == "mean_q":
+        q = critic.q(obs, act).mean(-1)  # (B,)
     else:
-        q = critic(obs, state, act)  # (B,)
+        q = critic(obs, state, act)  # (B,) Q_tot
     if log_prob is None:
         return -q.mean(), None
-    log_prob = joint_log_prob(log_prob, critic.mixer)
+    log_prob = value_log_prob(log_prob, critic.mixer)
     return (alpha * log_prob - q).mean(), log_prob.detach()
+
+
+def own_action_q(batch, critic, act, others_actions):
+    """No Q_tot (MADDPG, MAAC): agent i follows its own Q_i with its fresh action u_i and the other
+    agents' actions held fixed, from the current policies (MAAC) or the buffer (MADDPG). All n variants
+    of the joint action go through the critic as one batch of n B. Returns Q_i (B, n)."""
+    obs, state = batch["obs"], batch["state"]
+    n = act.shape[1]
+    others = batch["act"] if others_actions == "buffer" else act.detach()
+    eye = torch.eye(n, dtype=torch.bool, device=act.device)[:, None, :, None]  # (n, 1, n, 1)
+    mixed = torch.where(eye, act.unsqueeze(0), others.unsqueeze(0))  # (n, B, n, d): row i has agent i's fresh u_i
+    q = critic(obs.repeat(n, 1, 1), state.repeat(n, 1), mixed.flatten(0, 1))  # (n B, n)
+    return q.view(n, -1, n).diagonal(dim1=0, dim2=2)  # (B, n): Q_i of variant i
 
 
 def alpha_loss(log_alpha, log_prob, target_entropy):
@@ -421,16 +577,27 @@ def alpha_loss(log_alpha, log_prob, target_entropy):
     return -(log_alpha * (log_prob + target_entropy)).mean()
 
 
+def alpha_value(args, log_alpha, n_updates):
+    """The temperature for update n_updates + 1: learned (SAC v2) or --alpha with its linear decay."""
+    if args.policy == "deterministic":
+        return 0.0
+    if args.alpha is None:
+        return log_alpha.exp().detach()
+    return max(args.alpha_min, args.alpha - args.alpha_decay * n_updates)  # authors: agent.py:125
+
+
 # ----------------------------------------------------------------------------------------------------
 class ReplayBuffer:
     """Preallocated tensors on the training device; B transitions go in per env step."""
 
-    def __init__(self, size, n, obs_dim, state_dim, d, device):
+    def __init__(self, size, n, obs_dim, state_dim, d, device, seed=None):
         z = lambda *shape: torch.zeros(size, *shape, device=device)
         self.data = dict(obs=z(n, obs_dim), state=z(state_dim), act=z(n, d), rew=z(), next_obs=z(n, obs_dim),
                          next_state=z(state_dim), term=z())
         self.size, self.pos, self.full = size, 0, False
-        self.gen = torch.Generator(device=device)
+        self.gen = torch.Generator(device=device)  # the minibatch indices: its own stream
+        if seed is not None:
+            self.gen.manual_seed(seed)
 
     def __len__(self):
         return self.size if self.full else self.pos
@@ -447,19 +614,26 @@ class ReplayBuffer:
         idx = torch.randint(len(self), (batch_size,), generator=self.gen, device=self.gen.device)
         return {k: v[idx] for k, v in self.data.items()}
 
-    def state_dict(self):
-        n = len(self)
-        return dict(data={k: v[:n].cpu() for k, v in self.data.items()}, pos=self.pos, full=self.full,
-                    gen=self.gen.get_state())
+    def state_dict(self, with_gen=True):
+        n = len(self)  # only the stored transitions, copied: a slice would drag the whole storage along
+        sd = dict(data={k: v[:n].cpu().clone() for k, v in self.data.items()}, pos=self.pos, full=self.full)
+        if with_gen:
+            sd["gen"] = self.gen.get_state()
+        return sd
 
-    def load_state_dict(self, sd):
+    def load_state_dict(self, sd, restore_gen=True):
+        n = len(next(iter(sd["data"].values())))
+        if n > self.size:
+            raise ValueError(f"the checkpoint's buffer holds {n} transitions, more than this one's {self.size}")
         for k, v in sd["data"].items():
-            self.data[k][: len(v)] = v.to(self.data[k].device)
+            self.data[k][:n] = v.to(self.data[k].device)
         self.pos, self.full = sd["pos"], sd["full"]
-        self.gen.set_state(sd["gen"])
+        if restore_gen:
+            self.gen.set_state(sd["gen"])
 
 
-def soft_update(target, source, tau):
+def hard_or_soft_update(target, source, tau):
+    # Algorithm 1 lines 19-20: theta^- <- theta every T updates (tau = 1); Polyak averaging with tau < 1
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
             t.lerp_(s, tau)
@@ -468,6 +642,11 @@ def soft_update(target, source, tau):
 def to_env(act, env):
     """[-1, 1] actions of the networks -> the env's bounds."""
     return env.act_low + (act + 1) * 0.5 * (env.act_high - env.act_low)
+
+
+def mixer_state(args, obs, state):
+    """s of the mixer and of f_psi: the env's state, or the agents' observations side by side."""
+    return obs.flatten(1) if args.mixer_state == "obs" else state
 
 
 @torch.no_grad()
@@ -484,66 +663,20 @@ def evaluate(actor, env, seed):
     return ret.mean().item()
 
 
-def load_checkpoint(path, device="cpu"):
-    """torch.load with a clear message for a file that is not one of our checkpoints."""
-    try:
-        ckpt = torch.load(path, weights_only=False, map_location=device)
-    except Exception as e:  # truncated, not a torch file, wrong pickle...
-        sys.exit(f"error: cannot read checkpoint {path}: {type(e).__name__}: {e}")
-    if not isinstance(ckpt, dict) or "args" not in ckpt or "actor" not in ckpt:
-        sys.exit(f"error: {path} is not a checkpoint written by iac.py / baselines.py")
-    return ckpt
-
-
-def save_checkpoint(path, **state):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_csv(path, header, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-class Progress:
-    """One status line, refreshed in place on a terminal, printed every 30 s otherwise."""
-
-    def __init__(self, total, enabled):
-        self.total, self.enabled, self.tty = total, enabled, sys.stdout.isatty()
-        self.last = 0.0
-
-    def update(self, step, sps, train_ret, eval_ret, force=False):
-        now = time.time()
-        if not self.enabled or (not force and now - self.last < (0.5 if self.tty else 30)):
-            return
-        self.last = now
-        fmt = lambda x: "-" if x is None else f"{x:.2f}"
-        line = (f"step {step:>9,}/{self.total:,} ({100 * step / max(self.total, 1):5.1f}%) | {sps:7.0f} SPS "
-                f"| train return {fmt(train_ret)} | eval return {fmt(eval_ret)}")
-        print("\r" + line if self.tty else line, end="" if self.tty else "\n", flush=True)
-
-
 # ----------------------------------------------------------------------------------------------------
+def make_actor(args, env):
+    S = env.n_agents * env.obs_dim if args.mixer_state == "obs" else env.state_dim
+    return Actor(env.n_agents, env.obs_dim, S, env.act_dim, args.hidden, args.policy, args.rank,
+                 cov_diag=args.cov_diag, l_bound=args.l_bound, mean_noise=args.mean_noise, squash=args.squash)
+
+
 def build(args, env, device, make_q=None):
     """Networks, their target copies and optimisers for the grid point the flags name."""
-    n, o, S, d = env.n_agents, env.obs_dim, env.state_dim, env.act_dim
-    actor = Actor(n, o, S, d, args.hidden, args.policy, args.rank).to(device)
+    n, o, d = env.n_agents, env.obs_dim, env.act_dim
+    S = n * o if args.mixer_state == "obs" else env.state_dim
+    actor = make_actor(args, env).to(device)
     critic = Critic(args, n, o, S, d, make_q).to(device)
-    nets = dict(actor=actor, critic=critic,
-                actor_target=Actor(n, o, S, d, args.hidden, args.policy, args.rank).to(device),
+    nets = dict(actor=actor, critic=critic, actor_target=make_actor(args, env).to(device),
                 critic_target=Critic(args, n, o, S, d, make_q).to(device))
     nets["actor_target"].load_state_dict(actor.state_dict())
     nets["critic_target"].load_state_dict(critic.state_dict())
@@ -556,38 +689,44 @@ def build(args, env, device, make_q=None):
     return nets, opts
 
 
-def update(args, nets, opts, batch, n_updates, target_entropy):
-    """One gradient step of Algorithm 1, lines 10-20. Returns the losses (tensors, not synced)."""
+LOSSES = ("actor_loss", "alpha_loss", "critic_loss")
+
+
+def optimise(opt, params, loss, clip, guard, name, n_update):
+    """backward, clip, then the optimiser step, unless the guard finds the loss or gradient non-finite."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+    if guard is not None:
+        guard.check(name, n_update, loss.detach(), norm)
+    opt.step()
+
+
+def update(args, nets, opts, batch, n_updates, target_entropy, guard=None):
+    """Gradient update number n_updates of Algorithm 1, lines 10-20. Returns the losses (tensors, not
+    synced). `guard` (runlib.Guard) sees every loss and gradient norm before its optimiser step."""
     actor, critic = nets["actor"], nets["critic"]
-    alpha = args.alpha if args.alpha is not None else nets["log_alpha"].exp().detach()
-    if args.policy == "deterministic":
-        alpha = 0.0
+    alpha = alpha_value(args, nets["log_alpha"], n_updates - 1)
     # lines 11-13: the joint policy through Q_tot, Eq. (15); the critic's grads it leaves are zeroed below
-    loss_pi, log_prob = policy_loss(batch, actor, critic, alpha, args.policy, args.others_actions)
-    opts["actor"].zero_grad(set_to_none=True)
-    loss_pi.backward()
-    nn.utils.clip_grad_norm_(actor.parameters(), args.grad_clip)
-    opts["actor"].step()
+    loss_pi, log_prob = policy_loss(batch, actor, critic, alpha, args.policy, args.others_actions,
+                                    args.actor_objective)
+    optimise(opts["actor"], actor.parameters(), loss_pi, args.grad_clip, guard, "actor_loss", n_updates)
     out = {"actor_loss": loss_pi.detach()}
     if "alpha" in opts:  # the target entropy -nd is the joint policy's: per-agent log pi are summed
         joint = log_prob if log_prob.dim() == 1 else log_prob.sum(-1)
         loss_a = alpha_loss(nets["log_alpha"], joint, target_entropy)
-        opts["alpha"].zero_grad(set_to_none=True)
-        loss_a.backward()
-        opts["alpha"].step()
+        optimise(opts["alpha"], [nets["log_alpha"]], loss_a, 0.0, guard, "alpha_loss", n_updates)
         out["alpha_loss"] = loss_a.detach()
     # lines 14-17: Eq. (23)-(24)
-    y = td_target(batch, actor, nets["actor_target"], nets["critic_target"], alpha, args.gamma, args.policy)
+    y = td_target(batch, actor, nets["actor_target"], nets["critic_target"], alpha, args.gamma, args.policy,
+                  args.next_action, args.td_entropy)
     loss_q = critic_loss(batch, critic, y)
-    opts["critic"].zero_grad(set_to_none=True)
-    loss_q.backward()
-    nn.utils.clip_grad_norm_(critic.parameters(), args.grad_clip)
-    opts["critic"].step()
+    optimise(opts["critic"], critic.parameters(), loss_q, args.grad_clip, guard, "critic_loss", n_updates)
     out["critic_loss"] = loss_q.detach()
-    # lines 19-20: target networks
+    # lines 19-20: target networks, every T updates
     if n_updates % args.target_update_interval == 0:
-        soft_update(nets["critic_target"], critic, args.tau)
-        soft_update(nets["actor_target"], actor, args.tau)
+        hard_or_soft_update(nets["critic_target"], critic, args.tau)
+        hard_or_soft_update(nets["actor_target"], actor, args.tau)
     return out
 
 
@@ -595,38 +734,65 @@ def run_name(args):
     return f"{args.env}__{args.exp_name}__{args.seed}"
 
 
+LOG_EVERY = 100  # updates between loss logs; on a GPU also how often the non-finite guard is read
+
+
+def resumed_args(args, resume, make_q):
+    """The checkpoint's own settings, plus what --resume may set; and whether the run moves between CPU
+    and GPU (their generators are not interchangeable, so its random streams then restart)."""
+    saved = vars(resume["args"]).copy()
+    defaults = LEGACY if resume["format"] == 1 else vars(parser().parse_args([]))
+    for k, v in defaults.items():
+        saved.setdefault(k, v)
+    new = argparse.Namespace(**saved)
+    for k in RESUME_MAY_SET:
+        if k in getattr(args, "explicit", RESUME_MAY_SET) or k in ("resume", "no_progress"):
+            setattr(new, k, getattr(args, k))
+    was_cuda = bool(saved.get("cuda"))
+    if args.cuda is None:
+        new.cuda = was_cuda
+    if new.cuda and not torch.cuda.is_available():
+        sys.exit(f"error: --resume {args.resume}: this run trained on a GPU and torch sees none here. Resume it "
+                 "on the CPU with --no-cuda; its random streams then restart, so the rest of the run will not "
+                 "equal an uninterrupted one")
+    if getattr(new, "algo", None) == "maac" and make_q is None:
+        sys.exit(f"error: {args.resume} is a MAAC run: resume it with baselines.py --resume")
+    return new, new.cuda != was_cuda
+
+
 def train(args, make_q=None):
     """Algorithm 1. Returns the run folder. `make_q(args, n, obs_dim, d)` replaces the per-agent
     critic (baselines.py uses it for MAAC's)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    resume = load_checkpoint(args.resume) if args.resume else None
-    if resume is not None:  # the run's own settings, except how long to train and where
-        keep = {k: getattr(args, k) for k in ("total_steps", "cuda", "no_progress", "resume")}
-        args = argparse.Namespace(**{**vars(resume["args"]), **{k: v for k, v in keep.items() if v is not None}})
-    if getattr(args, "algo", None) == "maac" and make_q is None:
-        sys.exit(f"error: {args.resume} is a MAAC run: resume it with baselines.py --resume")
+    resume = runlib.load_checkpoint(args.resume) if args.resume else None
+    cross_device = False
+    if resume is not None:
+        args, cross_device = resumed_args(args, resume, make_q)
+    args.cuda = bool(args.cuda)
     if args.total_steps is None:
         args.total_steps = DEFAULT_STEPS[args.env]
     device = torch.device("cuda" if args.cuda else "cpu")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    streams = runlib.seed_streams(args.seed)  # one seed per random stream, README "Seeds"
+    runlib.seed_globals(streams)
     torch.use_deterministic_algorithms(not args.cuda)  # same seed, same curve (on CPU)
 
     env = make_env(args, args.num_envs, device)
     eval_env = make_env(args, args.eval_episodes, device)
     n, d = env.n_agents, env.act_dim
     nets, opts = build(args, env, device, make_q)
-    rb = ReplayBuffer(args.buffer_size, n, env.obs_dim, env.state_dim, d, device)
+    S = n * env.obs_dim if args.mixer_state == "obs" else env.state_dim
+    rb = ReplayBuffer(args.buffer_size, n, env.obs_dim, S, d, device, seed=streams["replay"])
     target_entropy = -float(n * d)
     run_dir = os.path.join(args.runs_dir, run_name(args))
     os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
 
-    step, n_updates, evals, covs = 0, 0, [], []
-    obs, state = env.reset(seed=args.seed)
-    ep_ret = torch.zeros(args.num_envs, device=device)
+    step, n_updates, evals, covs, updates_owed = 0, 0, [], [], 0.0
+    obs, state = env.reset(seed=streams["env"])
+    state = mixer_state(args, obs, state)
+    ep_ret = torch.zeros(args.num_envs, device=device)  # returns stay on the device until logged
+    ret_sum, ret_count = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
     if resume is not None:
         for k in ("actor", "critic", "actor_target", "critic_target"):
             nets[k].load_state_dict(resume[k])
@@ -634,102 +800,144 @@ def train(args, make_q=None):
             nets["log_alpha"].copy_(resume["log_alpha"])
         for k, opt in opts.items():
             opt.load_state_dict(resume["opt_" + k])
-        rb.load_state_dict(resume["buffer"])
-        env.load_state_dict(resume["env"])
-        step, n_updates, evals, covs = resume["step"], resume["n_updates"], resume["evals"], resume["covs"]
+        rb.load_state_dict(resume["buffer"], restore_gen=not cross_device)
+        env.load_state_dict(resume["env"], restore_gen=not cross_device)
+        step, n_updates, evals = resume["step"], resume["n_updates"], resume["evals"]
+        covs = [(s, torch.as_tensor(c)) for s, c in resume["covs"]]
+        updates_owed = resume.get("updates_owed", 0.0)
         obs, state, ep_ret = (resume[k].to(device) for k in ("obs", "state", "ep_ret"))
-        torch.set_rng_state(resume["torch_rng"])
+        if "ret_sum" in resume:
+            ret_sum, ret_count = resume["ret_sum"].to(device), resume["ret_count"].to(device)
+        if cross_device:  # new streams, drawn from the seed and the step, so a re-run repeats them
+            fresh = runlib.seed_streams(args.seed, step)
+            runlib.seed_globals(fresh)
+            rb.gen.manual_seed(fresh["replay"])
+            env.gen.manual_seed(fresh["env"])
+            print(f"warning: {args.resume} was written on the {'CPU' if args.cuda else 'GPU'} and resumes on the "
+                  f"{'GPU' if args.cuda else 'CPU'}: its random streams restart here, so the rest of the run "
+                  "will not equal an uninterrupted one", file=sys.stderr)
+        elif "rng" in resume:
+            runlib.set_global_rng_state(resume["rng"], device)
+        else:  # a format-1 checkpoint saved the CPU generator only
+            torch.set_rng_state(resume["torch_rng"])
         print(f"resumed {args.resume} at step {step:,}")
 
     writer = SummaryWriter(run_dir, purge_step=step or None)  # a resumed run overwrites what came after
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in sorted(vars(args).items())))
+    settings = {k: v for k, v in sorted(vars(args).items()) if k != "explicit"}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in settings.items()))
+    if resume is None:
+        print("settings: " + " ".join(f"{runlib.flag(k)}={v}" for k, v in settings.items()), flush=True)
+    guard = runlib.Guard(LOSSES, device)
 
     def checkpoint():
-        save_checkpoint(ckpt_path, args=args, step=step, n_updates=n_updates, evals=evals, covs=covs,
-                        buffer=rb.state_dict(), env=env.state_dict(), obs=obs, state=state, ep_ret=ep_ret,
-                        torch_rng=torch.get_rng_state(), log_alpha=nets["log_alpha"].detach(),
-                        **{k: nets[k].state_dict() for k in ("actor", "critic", "actor_target", "critic_target")},
-                        **{"opt_" + k: o.state_dict() for k, o in opts.items()})
+        guard.raise_if_bad()  # never overwrite a finite checkpoint with a poisoned state
+        runlib.save_checkpoint(
+            ckpt_path, args=settings, method=getattr(args, "algo", "iac"), step=step, n_updates=n_updates,
+            evals=evals, covs=covs, updates_owed=updates_owed, buffer=rb.state_dict(), env=env.state_dict(),
+            obs=obs, state=state, ep_ret=ep_ret, ret_sum=ret_sum, ret_count=ret_count,
+            rng=runlib.global_rng_state(device), log_alpha=nets["log_alpha"].detach(),
+            **{k: nets[k].state_dict() for k in ("actor", "critic", "actor_target", "critic_target")},
+            **{"opt_" + k: o.state_dict() for k, o in opts.items()})
 
+    # The logging points: the only places that read values back from the device.
     def log_eval():
-        ret = evaluate(nets["actor"], eval_env, seed=args.seed + 10_000)
-        o0, s0 = eval_env.reset(seed=args.seed + 10_000)
+        ret = evaluate(nets["actor"], eval_env, seed=streams["eval_env"])
+        o0, s0 = eval_env.reset(seed=streams["eval_env"])
         with torch.no_grad():  # where the deterministic joint action sits (Fig. 2's trajectory)
             mean_act = to_env(nets["actor"].mean(o0[:1]), eval_env)[0].flatten().tolist()
         evals.append((step, ret, *mean_act))
         writer.add_scalar("eval/episodic_return", ret, step)
-        write_csv(os.path.join(run_dir, "eval.csv"), ["step", "eval_return"] + [
+        runlib.write_csv(os.path.join(run_dir, "eval.csv"), ["step", "eval_return"] + [
             f"u{i}_{k}" for i in range(n) for k in range(d)], evals)
         if args.policy != "deterministic":  # Fig. 5: Sigma averaged over the eval start states
             with torch.no_grad():
-                covs.append((step, nets["actor"].covariance(o0, s0).mean(0).cpu().numpy()))
+                covs.append((step, nets["actor"].covariance(o0, mixer_state(args, o0, s0)).mean(0).cpu()))
             np.savez(os.path.join(run_dir, "covariance.npz"), step=np.array([c[0] for c in covs]),
-                     sigma=np.stack([c[1] for c in covs]))
+                     sigma=torch.stack([c[1] for c in covs]).numpy())
         return ret
 
-    progress = Progress(args.total_steps, not args.no_progress)
+    def log_train_return():  # the mean return of the training episodes that ended since the last call
+        count = int(ret_count)
+        if not count:
+            return None
+        mean = float(ret_sum) / count
+        writer.add_scalar("charts/episodic_return", mean, step)
+        ret_sum.zero_()
+        ret_count.zero_()
+        return mean
+
+    def log_losses(losses):
+        guard.raise_if_bad()
+        for k, v in losses.items():
+            writer.add_scalar(f"losses/{k}", v.item(), step)
+        writer.add_scalar("losses/alpha", float(alpha_value(args, nets["log_alpha"], n_updates)), step)
+
+    progress = runlib.Progress(args.total_steps, not args.no_progress)
     last_train_ret = last_eval = None
     if not evals:
         last_eval = log_eval()
-    t0, step0, updates_owed = time.time(), step, 0.0
+    t0, step0 = time.time(), step
     try:
         while step < args.total_steps:
-            # Algorithm 1 line 6: u ~ pi(. | o, s), Eq. (14); uniform random before learning starts
+            # Algorithm 1 line 6: u ~ pi(. | o, s), Eq. (14); uniform random during a --learning-starts warm-up
             with torch.no_grad():
                 if step < args.learning_starts:
                     act = torch.rand(args.num_envs, n, d, device=device) * 2 - 1
                 elif args.policy == "deterministic":
                     act = nets["actor"].mean(obs)
                     act = (act + args.exploration_noise * torch.randn_like(act)).clamp(-1, 1)
-                else:
-                    act, _ = nets["actor"].sample(obs, state)
+                else:  # with --squash none the raw sample is clipped here (authors: agent.py:56)
+                    act = nets["actor"].sample(obs, state)[0].clamp(-1, 1)
             next_obs, next_state, rew, term, trunc, info = env.step(to_env(act, env), check=False)
             # lines 7-8; bootstrapping sees the episode's own last observation, not the reset one
             rb.add(obs=obs, state=state, act=act, rew=rew, next_obs=info["final_obs"],
-                   next_state=info["final_state"], term=term.float())
+                   next_state=mixer_state(args, info["final_obs"], info["final_state"]), term=term.float())
             ep_ret += rew
             done = term | trunc
-            obs, state = next_obs, next_state
+            ret_sum += (ep_ret * done).sum()
+            ret_count += done.sum()
+            ep_ret *= ~done
+            obs, state = next_obs, mixer_state(args, next_obs, next_state)
             step += args.num_envs
-            if done.any():
-                last_train_ret = ep_ret[done].mean().item()
-                writer.add_scalar("charts/episodic_return", last_train_ret, step)
-                ep_ret = ep_ret * ~done
-            # lines 9-20: one gradient update per env step of each copy (times --updates-per-step)
+            # lines 9-20: once D holds a minibatch, one update per env step of each copy (x --updates-per-step)
             if step >= args.learning_starts and len(rb) >= args.batch_size:
                 updates_owed += args.num_envs * args.updates_per_step
-                before = n_updates
                 while updates_owed >= 1:
                     updates_owed -= 1
                     n_updates += 1
-                    losses = update(args, nets, opts, rb.sample(args.batch_size), n_updates, target_entropy)
-                    # checked after every update: one NaN poisons the networks, and the next update
-                    # would die inside the low-rank Gaussian's Cholesky with a less helpful message
-                    if not torch.isfinite(torch.stack(list(losses.values()))).all():
-                        bad = next(k for k, v in losses.items() if not torch.isfinite(v))
-                        checkpoint()
-                        sys.exit(f"error: non-finite {bad} ({losses[bad].item()}) at step {step:,}, update "
-                                 f"{n_updates:,}; the state at the failure is in {ckpt_path}. Try a lower "
-                                 f"--actor-lr / --critic-lr or a smaller --grad-clip.")
-                log_now = n_updates // 100 != before // 100  # log every 100 updates
-                if log_now:
-                    for k, v in losses.items():
-                        writer.add_scalar(f"losses/{k}", v.item(), step)
-                    writer.add_scalar("losses/alpha", nets["log_alpha"].exp().item(), step)
+                    losses = update(args, nets, opts, rb.sample(args.batch_size), n_updates, target_entropy, guard)
+                    if n_updates % LOG_EVERY == 0:
+                        log_losses(losses)
             if step // args.eval_every != (step - args.num_envs) // args.eval_every:
+                guard.raise_if_bad()
+                ret = log_train_return()
+                last_train_ret = last_train_ret if ret is None else ret
                 last_eval = log_eval()
-                sps = (step - step0) / (time.time() - t0)
-                writer.add_scalar("charts/SPS", sps, step)
+                writer.add_scalar("charts/SPS", (step - step0) / (time.time() - t0), step)
             if args.save_model and step // args.checkpoint_every != (step - args.num_envs) // args.checkpoint_every:
                 checkpoint()
-            progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
+            if progress.due():
+                progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
+    except runlib.NonFinite as e:
+        writer.close()
+        what = f"non-finite {e.name} at gradient update {e.n_update:,} (env step {step:,} or before)"
+        if guard.eager:
+            what = f"non-finite {e.name} at env step {step:,} (gradient update {e.n_update:,})"
+        if guard.eager:  # raised before the optimiser step: the weights are the last finite ones
+            guard = runlib.Guard(LOSSES, device)  # (its checkpoint() check passes: nothing is poisoned)
+            checkpoint()
+            saved = f"the last finite state (step {step:,}) is saved in {ckpt_path}"
+        else:
+            saved = (f"{ckpt_path} holds the last checkpoint before it" if os.path.isfile(ckpt_path) else
+                     "no checkpoint was written before it (--save-model writes them)")
+        sys.exit(f"error: {what}; {saved}. Try a lower --actor-lr / --critic-lr or a smaller --grad-clip.")
     except KeyboardInterrupt:
         checkpoint()
         print(f"\ninterrupted at step {step:,}; resume with --resume {ckpt_path}")
         raise SystemExit(130)
-    progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval, force=True)
-    print()
+    if progress.due(force=True):
+        progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
+        print()
     if args.save_model:
         checkpoint()
     writer.close()
@@ -737,11 +945,14 @@ def train(args, make_q=None):
 
 
 def eval_only(args):
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = runlib.load_checkpoint(args.checkpoint)
     targs = ckpt["args"]
+    for k, v in (LEGACY if ckpt["format"] == 1 else vars(parser().parse_args([]))).items():
+        if not hasattr(targs, k):
+            setattr(targs, k, v)
     device = torch.device("cuda" if args.cuda else "cpu")
     env = make_env(targs, args.eval_episodes, device)
-    actor = Actor(env.n_agents, env.obs_dim, env.state_dim, env.act_dim, targs.hidden, targs.policy, targs.rank)
+    actor = make_actor(targs, env)
     actor.load_state_dict(ckpt["actor"])
     actor.to(device)
     ret = evaluate(actor, env, seed=args.seed)
@@ -758,9 +969,10 @@ def eval_only(args):
     return ret
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    return eval_only(args) if args.eval_only else train(args)
+
+
 if __name__ == "__main__":
-    args = parse_args()
-    if args.eval_only:
-        eval_only(args)
-    else:
-        train(args)
+    main()

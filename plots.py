@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import envs  # noqa: E402
-from iac import write_csv as write_rows  # noqa: E402  (atomic CSV write)
+from runlib import write_csv as write_rows  # noqa: E402  (atomic CSV write)
 
 plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and labels never overlap
 

@@ -1,0 +1,340 @@
+"""Runs as a user meets them: seeds and random streams, exact resume in every setting that has state,
+checkpoints (size, safe loading, a SIGKILL mid-write), crossing devices, the non-finite guard, and no
+host sync on the training path."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import baselines
+import iac
+import runlib
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--batch-size", "16", "--hidden", "16", "--heads", "2", "--mixer-embed", "8", "--eval-every", "100",
+        "--eval-episodes", "2", "--buffer-size", "1000", "--no-progress", "--target-update-interval", "20"]
+
+
+def run(argv, algo=None):
+    """Train through the real command-line entry points, in process."""
+    if algo is None:
+        return iac.main(argv)
+    return baselines.main(["--algo", algo, *argv])
+
+
+def ckpt_of(run_dir):
+    return runlib.load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+
+
+def assert_same(a, b, path="checkpoint"):
+    """Two checkpoints hold the same state, tensor for tensor (bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+# ---------------------------------------------------------------- seeds and random streams
+def _record_minibatches(monkeypatch):
+    """Record the replay indices every minibatch draws (without disturbing the draws)."""
+    drawn = []
+    real = iac.ReplayBuffer.sample
+
+    def spy(self, batch_size):
+        state = self.gen.get_state()
+        drawn.append(torch.randint(len(self), (batch_size,), generator=self.gen, device=self.gen.device))
+        self.gen.set_state(state)
+        return real(self, batch_size)
+
+    monkeypatch.setattr(iac.ReplayBuffer, "sample", spy)
+    return drawn
+
+
+def test_two_seeds_draw_different_minibatches_and_one_seed_the_same(tmp_path, monkeypatch):
+    drawn = _record_minibatches(monkeypatch)
+    runs = {}
+    for key, seed in (("a", 1), ("b", 1), ("c", 2)):
+        drawn.clear()
+        run(["--env", "simple_world", "--seed", str(seed), "--total-steps", "60", "--runs-dir",
+             str(tmp_path / key), *TINY])
+        runs[key] = torch.stack(drawn)
+    assert runs["a"].shape[0] == 60 - 16 + 1  # one update per step once D holds a minibatch (Algorithm 1 line 9)
+    assert torch.equal(runs["a"], runs["b"])
+    # the replay sampler is seeded from --seed: the first minibatch (drawn from the same 16 slots) differs
+    assert not torch.equal(runs["a"][0], runs["c"][0])
+    assert (runs["a"] != runs["c"]).float().mean() > 0.5
+
+
+def test_every_generator_a_run_creates_is_seeded_and_no_two_share_a_seed(tmp_path, monkeypatch):
+    made = []
+    real = torch.Generator
+
+    def spy(*a, **k):
+        g = real(*a, **k)
+        made.append(g)
+        return g
+
+    monkeypatch.setattr(torch, "Generator", spy)
+    unseeded = real().initial_seed()
+    run(["--env", "predator_prey", "--seed", "7", "--total-steps", "40", "--runs-dir", str(tmp_path), *TINY])
+    assert len(made) >= 3  # the training env, the evaluation env, the replay sampler
+    seeds = [g.initial_seed() for g in made] + [torch.initial_seed()]
+    assert unseeded not in seeds
+    assert len(set(seeds)) == len(seeds)
+    assert sorted(seeds) == sorted(set(runlib.seed_streams(7)[k] for k in ("env", "eval_env", "replay", "torch")))
+
+
+def test_seed_streams_are_distinct_reproducible_and_in_range():
+    for seed in (0, 1, 2, runlib.SEED_MAX):
+        s = runlib.seed_streams(seed)
+        assert s == runlib.seed_streams(seed) and len(set(s.values())) == len(s)
+        assert all(0 <= v < 2**63 for v in s.values()) and s["numpy"] < 2**32
+    assert runlib.seed_streams(1) != runlib.seed_streams(2)
+    assert runlib.seed_streams(1, 500) != runlib.seed_streams(1)
+
+
+# ---------------------------------------------------------------- exact resume, every setting with state
+RESUME_CASES = {
+    "iac": (None, []),
+    "iac-fractional-utd": (None, ["--updates-per-step", "0.5"]),
+    "iac-utd-1.5-num-envs-3": (None, ["--updates-per-step", "1.5", "--num-envs", "3"]),
+    "iac-buffer-wraps": (None, ["--buffer-size", "70"]),
+    "iac-warmup-polyak-current": (None, ["--learning-starts", "50", "--tau", "0.05", "--target-update-interval",
+                                          "1", "--next-action", "current"]),
+    "iac-preset-authors": (None, ["--preset", "authors"]),
+    **{algo: (algo, []) for algo in baselines.PRESETS},
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_equals_the_uninterrupted_run(case, tmp_path):
+    algo, flags = RESUME_CASES[case]
+    common = ["--env", "predator_prey", "--save-model", "--checkpoint-every", "1000", *TINY, *flags]
+    full = run([*common, "--total-steps", "150", "--runs-dir", str(tmp_path / "full")], algo)
+    part = run([*common, "--total-steps", "90", "--runs-dir", str(tmp_path / "part")], algo)
+    resumed = run(["--resume", os.path.join(part, "checkpoint.pt"), "--total-steps", "150", "--no-progress"],
+                  algo if algo else None)
+    assert resumed == part
+    a, b = ckpt_of(full), ckpt_of(resumed)
+    assert a["step"] == 150 and a["n_updates"] > 50
+    a["args"], b["args"] = vars(a["args"]), vars(b["args"])
+    a["args"].pop("runs_dir"), b["args"].pop("runs_dir")
+    b["args"]["resume"] = None
+    assert_same(a, b)
+    assert open(os.path.join(full, "eval.csv")).read() == open(os.path.join(resumed, "eval.csv")).read()
+
+
+def test_resume_keeps_the_runs_settings_and_refuses_changes(tmp_path, capsys):
+    part = run(["--env", "simple_world", "--save-model", "--total-steps", "30", "--runs-dir", str(tmp_path), *TINY])
+    ckpt = os.path.join(part, "checkpoint.pt")
+    with pytest.raises(SystemExit):
+        run(["--resume", ckpt, "--actor-lr", "0.5"])
+    assert "--actor-lr cannot be changed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a checkpoint of one method does not resume as another
+        run(["--resume", ckpt], "ddpg_mix")
+    assert "names no --algo" in capsys.readouterr().err
+    sq = run(["--env", "simple_world", "--save-model", "--total-steps", "30", "--runs-dir", str(tmp_path), *TINY], "sq")
+    with pytest.raises(SystemExit):
+        run(["--resume", os.path.join(sq, "checkpoint.pt")], "ddpg_mix")
+    assert "is a sq run, not --algo ddpg_mix" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_holds_only_the_stored_transitions(tmp_path):
+    r = run(["--env", "predator_prey", "--save-model", "--total-steps", "1500", "--batch-size", "32",
+             "--eval-every", "1500", "--eval-episodes", "2", "--no-progress", "--runs-dir", str(tmp_path)])
+    path = os.path.join(r, "checkpoint.pt")
+    assert os.path.getsize(path) < 5 * 2**20  # the default 500k-transition buffer is ~290 MB in full
+    assert ckpt_of(r)["buffer"]["data"]["obs"].shape[0] == 1500
+
+
+def test_a_crafted_pickle_is_refused_and_nothing_runs(tmp_path, capsys):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "checkpoint.pt"
+    torch.save({"args": {}, "actor": Evil()}, bad)
+    with pytest.raises(SystemExit, match="refusing to load"):
+        run(["--resume", str(bad)])
+    with pytest.raises(SystemExit, match="refusing to load"):
+        run(["--eval-only", "--checkpoint", str(bad)])
+    assert not marker.exists()
+    bad.write_bytes(pickle.dumps({"args": 1}))  # plain pickle, not a torch file
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        run(["--resume", str(bad)])
+
+
+def test_a_checkpoint_of_the_first_release_still_loads_resumes_and_evaluates(tmp_path, capsys):
+    """tests/data/checkpoint_v1.pt: written by main at 738c758 (args as a Namespace, numpy arrays inside),
+    `iac.py --env predator_prey --total-steps 300 --buffer-size 300 --batch-size 32 --hidden 16 --heads 2
+    --mixer-embed 8 --learning-starts 100 --eval-every 150 --eval-episodes 2 --save-model --exp-name old`."""
+    old = os.path.join(HERE, "tests", "data", "checkpoint_v1.pt")
+    ck = runlib.load_checkpoint(old)
+    assert ck["format"] == 1 and ck["step"] == 300
+    ret = run(["--eval-only", "--checkpoint", old, "--eval-episodes", "2"])
+    assert ret >= 0
+    r = run(["--resume", old, "--total-steps", "450", "--runs-dir", str(tmp_path)])
+    new = ckpt_of(r)
+    assert new["format"] == runlib.FORMAT and new["step"] == 450 and new["n_updates"] == 351
+    assert vars(new["args"])["next_action"] == "current"  # resumed as it ran: the release's u' convention
+    assert vars(new["args"])["tau"] == 0.01
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    writer = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {HERE!r})
+        import runlib
+        for i in range(10**6):
+            runlib.save_checkpoint({str(path)!r}, args={{}}, actor={{}}, step=i,
+                                   big=torch.full((3_000_000,), float(i)))
+            print(i, flush=True)
+    """)
+    for delay in (0.3, 0.7, 1.1, 1.6):
+        proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline()  # one complete checkpoint exists
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ck = runlib.load_checkpoint(str(path))
+        assert torch.equal(ck["big"], torch.full((3_000_000,), float(ck["step"])))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the GPU checkpoint would resume")
+def test_a_gpu_checkpoint_on_a_cpu_machine_says_how_to_resume_and_no_cuda_continues(tmp_path, capsys):
+    r = run(["--env", "simple_world", "--save-model", "--total-steps", "40", "--runs-dir", str(tmp_path), *TINY])
+    path = os.path.join(r, "checkpoint.pt")
+    ck = torch.load(path, weights_only=True)
+    ck["args"]["cuda"] = True  # as if written on a GPU
+    ck["rng"]["torch_cuda"] = torch.zeros(16, dtype=torch.uint8)
+    runlib.save_checkpoint(path, **{k: v for k, v in ck.items() if k != "format"})
+    with pytest.raises(SystemExit, match="--no-cuda"):
+        run(["--resume", path])
+    run(["--resume", path, "--no-cuda", "--total-steps", "80"])
+    assert "random streams restart" in capsys.readouterr().err
+    after = ckpt_of(r)
+    assert after["step"] == 80 and vars(after["args"])["cuda"] is False
+
+
+# ---------------------------------------------------------------- the non-finite guard
+@pytest.mark.parametrize("algo", [None, *baselines.PRESETS])
+def test_extreme_learning_rates_stop_with_the_step_the_quantity_and_a_finite_checkpoint(algo, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run(["--env", "predator_prey", "--total-steps", "400", "--actor-lr", "1e30", "--critic-lr", "1e30",
+             "--runs-dir", str(tmp_path), *TINY], algo)
+    msg = str(e.value.code)
+    assert "non-finite" in msg and "at env step" in msg and "_loss" in msg and "last finite state" in msg
+    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    ck = ckpt_of(str(run_dir))
+    for k in ("actor", "critic", "actor_target", "critic_target"):
+        for name, t in ck[k].items():
+            assert torch.isfinite(t).all(), (k, name)
+
+
+def test_on_a_gpu_the_guard_is_read_at_logging_time_and_keeps_the_checkpoint_before(tmp_path, monkeypatch):
+    """The deferred guard (what a GPU run uses), exercised on the CPU: a NaN injected at update 130 stops
+    the run at the next logging point (update 200), naming update 130; the checkpoint on disk is the one
+    written at step 100, before the failure."""
+    real_init = runlib.Guard.__init__
+    monkeypatch.setattr(runlib.Guard, "__init__", lambda self, names, device, eager=None: real_init(
+        self, names, device, eager=False))
+    real = iac.critic_loss
+    calls = []
+
+    def poisoned(*a):
+        calls.append(1)
+        return real(*a) * (float("nan") if len(calls) >= 130 else 1.0)
+
+    monkeypatch.setattr(iac, "critic_loss", poisoned)
+    with pytest.raises(SystemExit) as e:
+        run(["--env", "simple_world", "--total-steps", "400", "--save-model", "--checkpoint-every", "100",
+             "--runs-dir", str(tmp_path), *TINY, "--batch-size", "1"])
+    assert "non-finite critic_loss at gradient update 130" in str(e.value.code)
+    ck = ckpt_of(str(next(p for p in tmp_path.iterdir() if p.is_dir())))
+    assert ck["step"] == 100 and all(torch.isfinite(t).all() for t in ck["critic"].values())
+
+
+# ---------------------------------------------------------------- no host sync on the training path
+LOGGING_POINTS = {"log_eval", "log_train_return", "log_losses", "checkpoint", "raise_if_bad", "evaluate",
+                  "resumed_args", "load_state_dict"}
+PROJECT = tuple(os.path.join(HERE, f) for f in ("iac.py", "baselines.py", "envs.py", "runlib.py"))
+
+
+def _forbid_syncs(monkeypatch):
+    """Make every Python-level read of a tensor's value raise outside the logging points. (Adam keeps
+    its step count on the CPU even on a GPU, so torch.optim's own reads are no device sync.)"""
+    hits = []
+
+    def allowed():
+        f, depth, ours = sys._getframe(2), 0, False
+        while f is not None:
+            name = f.f_code.co_filename
+            if depth < 3 and "torch/optim" in name:
+                return True
+            if name in PROJECT:
+                ours = True
+                if f.f_code.co_name in LOGGING_POINTS:
+                    return True
+            f, depth = f.f_back, depth + 1
+        return not ours
+
+    def wrap(owner, name):
+        orig = getattr(owner, name)
+
+        def guarded(*a, **k):
+            if not allowed():
+                f = sys._getframe(1)
+                while f.f_code.co_filename not in PROJECT:
+                    f = f.f_back
+                hits.append(f"{name} in {os.path.basename(f.f_code.co_filename)}:{f.f_lineno} {f.f_code.co_name}")
+                raise AssertionError(hits[-1])
+            return orig(*a, **k)
+
+        monkeypatch.setattr(owner, name, guarded)
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "nonzero"):
+        wrap(torch.Tensor, name)
+    wrap(torch, "nonzero")
+    wrap(torch.linalg, "cholesky")
+    real_getitem = torch.Tensor.__getitem__
+
+    def getitem(self, idx):
+        idxs = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idxs) and not allowed():
+            hits.append("boolean-mask index")
+            raise AssertionError(hits[-1])
+        return real_getitem(self, idx)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
+    real_init = runlib.Guard.__init__
+    monkeypatch.setattr(runlib.Guard, "__init__", lambda self, names, device, eager=None: real_init(
+        self, names, device, eager=False))  # the GPU's guard, which must not sync either
+    return hits
+
+
+@pytest.mark.parametrize("algo, flags", [(None, []), (None, ["--preset", "authors", "--num-envs", "2"]),
+                                         ("maac", []), ("ddpg_mix", ["--learning-starts", "20"])])
+def test_no_host_sync_per_update_or_env_step(algo, flags, tmp_path, monkeypatch):
+    hits = _forbid_syncs(monkeypatch)
+    run(["--env", "predator_prey", "--total-steps", "320", "--save-model", "--checkpoint-every", "150",
+         "--runs-dir", str(tmp_path), *TINY, "--eval-every", "150", *flags], algo)
+    assert hits == []
