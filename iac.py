@@ -184,7 +184,7 @@ def check_args(p, args):
     if not 0 <= args.seed <= runlib.SEED_MAX:
         p.error(f"--seed must be in [0, {runlib.SEED_MAX}], got {args.seed}")
     for name in ("num_envs", "batch_size", "buffer_size", "eval_every", "eval_episodes", "hidden", "heads",
-                 "mixer_embed", "checkpoint_every", "target_update_interval", "rank"):
+                 "mixer_embed", "checkpoint_every", "target_update_interval"):
         if getattr(args, name) < 1:
             p.error(f"{runlib.flag(name)} must be >= 1, got {getattr(args, name)}")
     for name in ("total_steps", "learning_starts"):

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import envs  # noqa: E402
+import runlib  # noqa: E402
 from runlib import write_csv as write_rows  # noqa: E402  (atomic CSV write)
 
 plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and labels never overlap
@@ -32,9 +33,15 @@ COLORS = dict(iac="tab:red", siaq="tab:blue", ddpg_mix="tab:green", maddpg="tab:
 
 
 def read_eval(path):
-    with open(path) as f:
-        rows = list(csv.reader(f))
-    header, data = rows[0], np.array(rows[1:], dtype=float)
+    """An eval.csv as {column: array}; a file that is not one stops with a message naming it."""
+    try:
+        with open(path) as f:
+            rows = list(csv.reader(f))
+        header, data = rows[0], np.array(rows[1:], dtype=float)
+        if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] != len(header) or header[:2] != ["step", "eval_return"]:
+            raise ValueError("no step,eval_return rows")
+    except (OSError, ValueError, IndexError) as e:
+        raise SystemExit(f"error: {path} is not an eval.csv written by iac.py / baselines.py ({e})")
     return {h: data[:, i] for i, h in enumerate(header)}
 
 
@@ -311,13 +318,18 @@ def plot_runs(run_dirs, out, title=None):
     write_rows(stem + ".csv", ["run", "step", "eval_return"], rows)
 
 
-if __name__ == "__main__":
+def main(argv=None):
     import argparse
 
     p = argparse.ArgumentParser(description="Plot the evaluation curves of training runs.")
     p.add_argument("runs", nargs="+", help="run folders, each holding an eval.csv")
     p.add_argument("--out", default="curves.png", help="PNG to write (its CSV goes beside it)")
     p.add_argument("--title", default=None, help="figure title (default: 'deterministic evaluation return')")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    runlib.check_out_file(p, "out", a.out, suffix=".png")
     plot_runs(a.runs, a.out, a.title)
     print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

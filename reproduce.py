@@ -31,12 +31,15 @@ import time
 
 import numpy as np
 
+import runlib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIG4_ALGOS = ("iac", "siaq", "ddpg_mix", "maddpg", "maac")
 FIG7_ALGOS = ("iac", "siaq", "sq", "siq", "attn_qmix")
 FIG2_ALGOS = ("ddpg_mix", "attn_qmix", "iac")
 FIG4_ENVS = ("multi_pendulum", "predator_prey", "po_predator_prey")
 SCALE_N = (3, 5, 7)
+MAX_SEEDS = 100  # seeds 1..N of every curve; 30 training runs per seed
 
 TIERS = {
     "quick": dict(seeds=2, steps=600, sw_steps=300, flags=[
@@ -131,15 +134,16 @@ def simple_world_landscape(ckpt_path, points=61):
     import baselines
     import iac
 
-    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+    ckpt = runlib.load_checkpoint(ckpt_path)
     args = ckpt["args"]
-    critic = iac.Critic(args, 2, 1, 1, 1, baselines.MAACCritic if getattr(args, "algo", "") == "maac" else None)
+    S = 2 if getattr(args, "mixer_state", "env") == "obs" else 1  # Simple World: n = 2 agents, o = 1
+    critic = iac.Critic(args, 2, 1, S, 1, baselines.MAACCritic if getattr(args, "algo", "") == "maac" else None)
     critic.load_state_dict(ckpt["critic"])
     grid = np.linspace(-10, 10, points)
     u1, u2 = np.meshgrid(grid, grid, indexing="ij")
     act = torch.tensor(np.stack([u1, u2], -1).reshape(-1, 2, 1) / 10, dtype=torch.float32)  # tanh space
     with torch.no_grad():
-        q = critic(torch.ones(len(act), 2, 1), torch.ones(len(act), 1), act)
+        q = critic(torch.ones(len(act), 2, 1), torch.ones(len(act), S), act)
     return dict(u=grid, q_tot=q.view(points, points).numpy())
 
 
@@ -171,9 +175,12 @@ def main(argv=None):
     args.tier = args.tier or "default"
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
+        p.error(f"--seeds must be in 1..{MAX_SEEDS}, got {args.seeds}")
     seeds = args.seeds or TIERS[args.tier]["seeds"]
-    if seeds < 1:
-        p.error(f"--seeds must be >= 1, got {seeds}")
+    if not args.list:
+        runlib.check_out_dir(p, "out", args.out)
+        runlib.check_out_dir(p, "runs_dir", args.runs_dir)
     runs = runs_for(args.tier, seeds, args.runs_dir)
     if args.list:
         for r in runs:

@@ -241,7 +241,7 @@ def test_non_finite_loss_stops_with_a_message_and_a_checkpoint(tmp_path, monkeyp
     (["--env", "pong"], "invalid choice: 'pong'"),
     (["--n-agents", "5"], "--env multi_pendulum only"),
     (["--env", "multi_pendulum", "--n-agents", "2", "--graded-reward"], "needs --n-agents >= 3"),
-    (["--gamma", "1.0"], r"--gamma must be in \[0, 1\)"),
+    (["--gamma", "1.0"], r"--gamma must be a finite number in \[0, 1\)"),
     (["--resume", "/no/such/file.pt"], "no such file"),
     (["--eval-only"], "needs --checkpoint"),
 ])
