@@ -338,3 +338,46 @@ def test_no_host_sync_per_update_or_env_step(algo, flags, tmp_path, monkeypatch)
     run(["--env", "predator_prey", "--total-steps", "320", "--save-model", "--checkpoint-every", "150",
          "--runs-dir", str(tmp_path), *TINY, "--eval-every", "150", *flags], algo)
     assert hits == []
+
+
+# ---------------------------------------------------------------- the GPU path (skipped without a GPU)
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+@needs_gpu
+def test_cuda_main_command_runs_5k_steps(tmp_path):
+    r = run(["--env", "po_predator_prey", "--cuda", "--total-steps", "5000", "--runs-dir", str(tmp_path),
+             "--no-progress", "--save-model"])
+    ck = ckpt_of(r)
+    assert ck["step"] == 5000 and "torch_cuda" in ck["rng"] and ck["buffer"]["gen"].numel() == 16
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ["iac", "iac-fractional-utd", "maac", "iac-preset-authors"])
+def test_cuda_resume_equals_the_uninterrupted_run(case, tmp_path):
+    algo, flags = RESUME_CASES[case]
+    common = ["--env", "predator_prey", "--cuda", "--save-model", "--checkpoint-every", "1000", *TINY, *flags]
+    full = run([*common, "--total-steps", "150", "--runs-dir", str(tmp_path / "full")], algo)
+    part = run([*common, "--total-steps", "90", "--runs-dir", str(tmp_path / "part")], algo)
+    resumed = run(["--resume", os.path.join(part, "checkpoint.pt"), "--total-steps", "150"], algo)
+    a, b = ckpt_of(full), ckpt_of(resumed)
+    assert vars(b["args"])["cuda"] is True  # resumed on the checkpoint's device without --cuda
+    for k in ("actor", "critic"):
+        assert_same(a[k], b[k], k)
+    assert open(os.path.join(full, "eval.csv")).read() == open(os.path.join(resumed, "eval.csv")).read()
+
+
+@needs_gpu
+def test_cuda_no_host_sync_per_update_or_env_step(tmp_path, monkeypatch):
+    hits = _forbid_syncs(monkeypatch)
+    run(["--env", "predator_prey", "--cuda", "--total-steps", "320", "--save-model", "--checkpoint-every", "150",
+         "--runs-dir", str(tmp_path), *TINY, "--eval-every", "150"])
+    assert hits == []
+
+
+@needs_gpu
+def test_cpu_checkpoint_resumes_on_the_gpu_with_a_warning(tmp_path, capsys):
+    r = run(["--env", "simple_world", "--save-model", "--total-steps", "40", "--runs-dir", str(tmp_path), *TINY])
+    run(["--resume", os.path.join(r, "checkpoint.pt"), "--cuda", "--total-steps", "80"])
+    assert "random streams restart" in capsys.readouterr().err
+    assert ckpt_of(r)["step"] == 80 and vars(ckpt_of(r)["args"])["cuda"] is True
