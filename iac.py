@@ -38,7 +38,7 @@ DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_pre
                  "po_predator_prey": 200_000}
 AUTHORS = "github YiqinYang/IAC@925dc26"  # the authors' released code, cited by file:line below
 # --preset authors: every setting where the authors' code departs from the paper's reading (README table)
-PRESETS = {"authors": dict(cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
+PRESETS = {"authors": dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
                            alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs", actor_objective="mean_q",
                            grad_clip=0.0, predator_action="mpe5")}
 # flags added after the first release, with the values that release used: a format-1 checkpoint resumes as it ran
@@ -79,9 +79,10 @@ def parser():
     a("--policy", default="joint", choices=["joint", "independent", "deterministic"],
       help="joint: Gaussian with collaborative exploration, Eq. (14); independent: per-agent "
       "Gaussians, Eq. (25); deterministic: mu_i(o_i) plus Gaussian exploration noise (DDPG)")
-    a("--critic", default="attention", choices=["attention", "individual", "centralized"],
-      help="per-agent critic Q_i: attention over the other agents, Eq. (19)-(21); individual "
-      "Q_i(o_i, u_i); centralized Q_i(o, u) as MADDPG")
+    a("--critic", default="attention", choices=["attention", "attention_shared", "individual", "centralized"],
+      help="per-agent critic Q_i: attention over the other agents, Eq. (19)-(21), per-agent g_i and f_i; "
+      "attention_shared: the authors' one g, f and observation-only query encoder for all agents "
+      "(IAC/critics.py:57-93); individual Q_i(o_i, u_i); centralized Q_i(o, u) as MADDPG")
     a("--mixer", default="qmix", choices=["qmix", "none"],
       help="qmix: Q_tot = MIX(Q_1..Q_n, s), Eq. (22); none: each Q_i regresses the team reward")
     a("--others-actions", default="policy", choices=["policy", "buffer"],
@@ -434,6 +435,23 @@ class AttentionCritic(nn.Module):
         return self.f(torch.cat([e, x], -1)).squeeze(-1)  # (B, n), Eq. (19)
 
 
+class SharedAttentionCritic(AttentionCritic):
+    """The authors' variant (IAC/critics.py:57-93): one set of weights for all agents (their `# share`),
+    queries from an observation-only encoder s(o_i), keys and values from e_j = g(o_j, u_j), and the head
+    Q_i = f(e_i, x_i)."""
+
+    def __init__(self, n, obs_dim, d, hidden, heads):
+        super().__init__(n, obs_dim, d, hidden, heads)  # W_q, W_k, V and the mask; g and f replaced below
+        self.g = nn.Sequential(nn.Linear(obs_dim + d, hidden), nn.LeakyReLU())  # shared e_j
+        self.s = nn.Sequential(nn.Linear(obs_dim, hidden), nn.LeakyReLU())  # shared query input s_i
+        self.f = mlp([2 * hidden, hidden, 1])  # shared head
+
+    def forward(self, obs, act):
+        e = self.g(torch.cat([obs, act], -1))  # (B, n, hidden)
+        x, _ = self.attention(self.s(obs), e)
+        return self.f(torch.cat([e, x], -1)).squeeze(-1)  # (B, n)
+
+
 class IndividualCritic(nn.Module):
     """Q_i(o_i, u_i): agent i sees only its own observation and action (QMIX's per-agent utility)."""
 
@@ -484,6 +502,8 @@ class Critic(nn.Module):
             self.q = make_q(args, n, obs_dim, d)
         elif args.critic == "attention":
             self.q = AttentionCritic(n, obs_dim, d, args.hidden, args.heads)
+        elif args.critic == "attention_shared":
+            self.q = SharedAttentionCritic(n, obs_dim, d, args.hidden, args.heads)
         elif args.critic == "individual":
             self.q = IndividualCritic(n, obs_dim, d, args.hidden)
         else:

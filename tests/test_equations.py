@@ -292,7 +292,7 @@ def test_squash_none_returns_the_raw_gaussian_sample_and_its_density():
 
 def test_preset_authors_sets_every_item_and_explicit_flags_win():
     args = iac.parse_args(["--preset", "authors"])
-    expect = dict(cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
+    expect = dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
                   alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs", actor_objective="mean_q", grad_clip=0.0,
                   predator_action="mpe5")
     assert {k: getattr(args, k) for k in expect} == expect
@@ -398,3 +398,28 @@ def test_training_bootstraps_from_the_ended_episodes_last_observation(tmp_path):
         # the last observation follows from the one before it: same landmarks relative to the moved agent
         assert (nxt[t] - obs[t]).abs().max() < 0.5
     assert data["term"].sum() == 0  # truncation at 100 steps is not termination
+
+
+def test_shared_attention_critic_by_hand():
+    """The authors' critic, one head, two agents: Q_i = f(e_i, x_i), e_i = g(o_i, u_i), x_i the value of
+    the other agent (one other: softmax weight 1), so the query side has no effect with n = 2; with
+    n = 3 the weights are softmax(s_i W_q . W_k e_j / sqrt(h)) over j != i."""
+    torch.manual_seed(0)
+    crit = iac.SharedAttentionCritic(3, 4, 2, 8, 1).double()
+    obs, act = rand(5, 3, 4), rand(5, 3, 2)
+    lin = lambda m, x: x @ m.weight.T + (m.bias if m.bias is not None else 0)
+    leaky = torch.nn.functional.leaky_relu
+    e = leaky(lin(crit.g[0], torch.cat([obs, act], -1)))  # (5, 3, 8): one g for every agent
+    s = leaky(lin(crit.s[0], obs))
+    q_expect = torch.empty(5, 3, dtype=torch.float64)
+    for i in range(3):
+        others = [j for j in range(3) if j != i]
+        logits = torch.stack([(lin(crit.W_q, s[:, i]) * lin(crit.W_k, e[:, j])).sum(-1) for j in others], -1)
+        w = (logits / math.sqrt(8)).softmax(-1)  # (5, 2)
+        x = sum(w[:, k:k + 1] * leaky(lin(crit.V[0], e[:, j])) for k, j in enumerate(others))
+        h = torch.relu(lin(crit.f[0], torch.cat([e[:, i], x], -1)))
+        q_expect[:, i] = lin(crit.f[2], h).squeeze(-1)
+    assert torch.allclose(crit(obs, act), q_expect, atol=1e-10)
+    # shared weights: permuting the agents permutes the Q_i
+    perm = [2, 0, 1]
+    assert torch.allclose(crit(obs[:, perm], act[:, perm]), q_expect[:, perm], atol=1e-10)

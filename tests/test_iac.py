@@ -66,7 +66,11 @@ def test_rsample_has_the_low_rank_covariance():
     torch.manual_seed(0)
     x = dist.rsample()  # (N, nd)
     emp = torch.cov(x.T)
-    sigma = actor.covariance(obs, state)[0]
+    # Sigma = L L^T + diag(sigma^2), Eq. (12), from the networks' outputs by hand (not the code's covariance)
+    _, log_std = actor.net(obs).split(2, -1)
+    log_std = iac.LOG_STD_MIN + 0.5 * (iac.LOG_STD_MAX - iac.LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+    L = actor.f_psi(state).view(6, 2)
+    sigma = (L @ L.T + torch.diag((2 * log_std).exp().flatten())).detach()
     # standard error of a covariance entry ~ sqrt((s_ii s_jj + s_ij^2) / N)
     se = torch.sqrt((sigma.diag()[:, None] * sigma.diag()[None, :] + sigma**2) / N)
     assert ((emp - sigma).abs() < 5 * se).all()
@@ -84,7 +88,8 @@ def test_decentralised_execution_ignores_others_and_state():
     # mean() takes no state at all: the collaborative term exists only in training
 
 
-def test_eq15_gradient_reaches_psi_and_critic_loss_reaches_every_critic_parameter():
+def test_smoke_eq15_gradient_reaches_psi_and_critic_loss_reaches_every_critic_parameter():
+    """Smoke: every parameter gets a gradient (the values are checked in test_equations.py)."""
     args = iac.parse_args(["--env", "predator_prey"])
     env = iac.make_env(args, 1, "cpu")
     nets, _ = iac.build(args, env, "cpu")

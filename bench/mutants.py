@@ -1,0 +1,556 @@
+"""Mutation battery (issue 15): plant one plausible bug at a time in a copy of the repository and check
+that the tests chosen to catch it fail.
+
+    python bench/mutants.py [--jobs 2] [--only ID ...] [--list] [--timeout 300]
+
+A mutant is an id, a file, a snippet that occurs exactly once in that file, its replacement, a one-line
+description and the pytest node ids that should catch it (a parametrized test named without [param] runs
+every case). Nothing touches the working tree: the files `git ls-files -co --exclude-standard` lists, plus
+tests/data, are copied to a temporary folder, and every mutant gets its own copy of that.
+
+  1. Every snippet must occur exactly once, or the battery stops before running anything: when the code
+     changes, the battery fails loudly instead of rotting silently.
+  2. The selected tests (all mutants' together) must pass on the unmutated copy: a battery over failing
+     tests proves nothing.
+  3. Each mutant runs `python -m pytest -q -x -p no:cacheprovider <its tests>` (OMP_NUM_THREADS=1, --jobs
+     mutants at a time). KILLED: a test failed; TIMEOUT: it ran past --timeout (counted as killed);
+     SURVIVED: every test passed.
+
+Exit status 0 only if no mutant survives, except those listed in EQUIVALENT with the reason no test can
+tell them from the original. The whole battery takes about 5 minutes with --jobs 2 on 2 cores.
+"""
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import NamedTuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Mutant(NamedTuple):
+    id: str
+    file: str
+    old: str  # occurs exactly once in `file`
+    new: str
+    what: str
+    tests: tuple  # pytest node ids, relative to the repository root
+
+
+def m(id, file, old, new, what, *tests):
+    return Mutant(id, file, old, new, what, tests)
+
+
+EQ, ENVS, RUNS, IAC = "tests/test_equations.py::", "tests/test_envs.py::", "tests/test_runs.py::", "tests/test_iac.py::"
+BASE, BAD, KILL = "tests/test_baselines.py::", "tests/test_bad_inputs.py::", "tests/test_mutant_kills.py::"
+TD_EQ24 = EQ + "test_td_target_eq24_every_variant"
+OWN_Q = EQ + "test_policy_loss_without_mixer_takes_agent_i_fresh_action_and_the_others_actions"
+
+MUTANTS = [
+    # ---------------------------------------------------------------- iac.py: Eq. (23)-(24), the TD target
+    m("td-online-critic", "iac.py",
+      'y = td_target(batch, actor, nets["actor_target"], nets["critic_target"], alpha,',
+      'y = td_target(batch, actor, nets["actor_target"], critic, alpha,',
+      "update() bootstraps y from the online critic instead of the target critic",
+      EQ + "test_update_regresses_the_online_critic_on_the_target_critic"),
+    m("next-action-always-current", "iac.py",
+      'pi = actor_target if next_action == "target" or policy == "deterministic" else actor',
+      'pi = actor_target if policy == "deterministic" else actor',
+      "u' from the current policy even with --next-action target",
+      TD_EQ24 + "[soft-target]", TD_EQ24 + "[none-target]"),
+    m("td-entropy-sign", "iac.py",
+      'next_q = critic_target(batch["next_obs"], batch["next_state"], next_act) - entropy_term',
+      'next_q = critic_target(batch["next_obs"], batch["next_state"], next_act) + entropy_term',
+      "entropy term of the soft TD target added instead of subtracted",
+      TD_EQ24),
+    m("td-no-terminal-mask", "iac.py",
+      'not_done = 1.0 - batch["term"]',
+      'not_done = torch.ones_like(batch["term"])',
+      "TD target bootstraps through terminal transitions",
+      TD_EQ24),
+    m("buffer-term-includes-truncation", "iac.py",
+      "term=term.float())",
+      "term=(term | trunc).float())",
+      "time-limit truncation stored as termination in the replay buffer",
+      EQ + "test_training_bootstraps_from_the_ended_episodes_last_observation"),
+    m("td-gamma-twice", "iac.py",
+      'return batch["rew"] + gamma * not_done * next_q',
+      'return batch["rew"] + gamma * gamma * not_done * next_q',
+      "gamma applied twice in the TD target (with the mixer)",
+      TD_EQ24),
+    m("td-gamma-missing-per-agent", "iac.py",
+      'return batch["rew"][:, None] + gamma * not_done[:, None] * next_q',
+      'return batch["rew"][:, None] + not_done[:, None] * next_q',
+      "no discount in the per-agent TD target (--mixer none)",
+      EQ + "test_td_target_per_agent_critics_and_deterministic_policy"),
+    m("final-obs-unused", "iac.py",
+      'next_obs=info["final_obs"],',
+      "next_obs=next_obs,",
+      "buffer bootstraps from the reset observation, not the ended episode's last one",
+      EQ + "test_training_bootstraps_from_the_ended_episodes_last_observation"),
+    m("final-state-unused", "iac.py",
+      'next_state=mixer_state(args, info["final_obs"], info["final_state"])',
+      "next_state=mixer_state(args, next_obs, next_state)",
+      "buffer's next state is the reset state, not the ended episode's last one",
+      EQ + "test_training_bootstraps_from_the_ended_episodes_last_observation"),
+    # ---------------------------------------------------------------- iac.py: targets, temperature, optimiser
+    m("hard-copy-off-by-one", "iac.py",
+      "if n_updates % args.target_update_interval == 0:",
+      "if n_updates % args.target_update_interval == 1:",
+      "target networks copied one update after every T-th",
+      EQ + "test_hard_copy_happens_exactly_every_T_updates"),
+    m("polyak-reversed", "iac.py",
+      "t.lerp_(s, tau)",
+      "t.lerp_(s, 1 - tau)",
+      "Polyak average moves the target by 1 - tau instead of tau",
+      EQ + "test_polyak_moves_the_target_towards_the_online_weights"),
+    m("alpha-decay-not-applied", "iac.py",
+      "return max(args.alpha_min, args.alpha - args.alpha_decay * n_updates)",
+      "return max(args.alpha_min, args.alpha)",
+      "--alpha-decay ignored: alpha stays at --alpha",
+      EQ + "test_alpha_schedule_of_the_authors_preset"),
+    m("alpha-floor-ignored", "iac.py",
+      "return max(args.alpha_min, args.alpha - args.alpha_decay * n_updates)",
+      "return args.alpha - args.alpha_decay * n_updates",
+      "--alpha-min ignored: alpha decays below its floor",
+      EQ + "test_alpha_schedule_of_the_authors_preset"),
+    m("alpha-loss-sign", "iac.py",
+      "return -(log_alpha * (log_prob + target_entropy)).mean()",
+      "return (log_alpha * (log_prob + target_entropy)).mean()",
+      "temperature loss with the wrong sign: alpha moves away from the target entropy",
+      EQ + "test_alpha_loss_value_sign_and_direction"),
+    m("grad-clip-zero-clips", "iac.py",
+      "norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)",
+      "norm = nn.utils.clip_grad_norm_(params, clip)",
+      "--grad-clip 0 clips every gradient to norm 0 instead of not clipping",
+      EQ + "test_grad_clip_zero_means_no_clipping"),
+    m("updates-ignore-num-envs", "iac.py",
+      "updates_owed += args.num_envs * args.updates_per_step",
+      "updates_owed += args.updates_per_step",
+      "one update per loop iteration instead of per env step of each copy",
+      RUNS + "test_resume_equals_the_uninterrupted_run[iac-utd-1.5-num-envs-3]"),
+    # ---------------------------------------------------------------- iac.py: the joint policy, Eq. (12)-(15)
+    m("fixed-diag-learned", "iac.py",
+      'var = (2 * log_std).exp() if self.cov_diag == "learned" else torch.full_like(log_std, FIXED_D)',
+      "var = (2 * log_std).exp()",
+      "--cov-diag fixed still uses the learned sigma_i^2",
+      EQ + "test_fixed_diagonal_gives_sigma_LLT_plus_1e6"),
+    m("l-bound-ignored", "iac.py",
+      "L = torch.tanh(L)",
+      "L = L",
+      "--l-bound tanh leaves L unbounded",
+      EQ + "test_tanh_bounded_L"),
+    m("mean-noise-symmetric", "iac.py",
+      "mu = mu + self.mean_noise * torch.rand_like(mu)",
+      "mu = mu + self.mean_noise * (2 * torch.rand_like(mu) - 1)",
+      "mean noise drawn from c U[-1, 1) instead of c U[0, 1)",
+      EQ + "test_mean_noise_is_c_times_uniform_0_1"),
+    m("mean-noise-dropped", "iac.py",
+      "mu = mu + self.mean_noise * torch.rand_like(mu)",
+      "mu = mu + 0.0 * torch.rand_like(mu)",
+      "--mean-noise not applied",
+      EQ + "test_mean_noise_is_c_times_uniform_0_1"),
+    m("squash-none-squashes", "iac.py",
+      'if self.squash == "tanh":  # log pi(u)',
+      "if True:  # log pi(u)",
+      "--squash none still squashes u with tanh and corrects log pi",
+      EQ + "test_squash_none_returns_the_raw_gaussian_sample_and_its_density"),
+    m("squash-none-mean-not-tanh", "iac.py",
+      'if self.squash == "none":  # the authors',
+      "if False:  # the authors",
+      "--squash none centres the Gaussian on mu instead of tanh(mu)",
+      EQ + "test_squash_none_returns_the_raw_gaussian_sample_and_its_density"),
+    m("tanh-correction-dropped", "iac.py",
+      'log_prob = log_prob - (squash_log_prob(x).sum(-1) if self.policy == "joint" else squash_log_prob(x))',
+      "log_prob = log_prob",
+      "log pi of the squashed action without the tanh change-of-variables term",
+      IAC + "test_joint_log_prob_and_entropy_match_dense_gaussian_with_tanh_jacobian"),
+    m("tanh-correction-formula", "iac.py",
+      "return 2 * (math.log(2) - x - F.softplus(-2 * x))",
+      "return 2 * (math.log(2) - x + F.softplus(-2 * x))",
+      "log |d tanh(x)/dx| with a wrong sign on the softplus",
+      IAC + "test_joint_log_prob_and_entropy_match_dense_gaussian_with_tanh_jacobian",
+      IAC + "test_independent_log_prob_is_per_agent_and_tanh_corrected"),
+    m("mean-q-uses-qtot", "iac.py",
+      "q = critic.q(obs, act).mean(-1)  # (B,)",
+      "q = critic(obs, state, act)  # (B,)",
+      "--actor-objective mean_q still maximises Q_tot",
+      EQ + "test_policy_loss_eq15_with_the_mixer_and_mean_q"),
+    m("mixer-state-obs-ignored", "iac.py",
+      'return obs.flatten(1) if args.mixer_state == "obs" else state',
+      "return state",
+      "--mixer-state obs still feeds the env's state to the mixer and f_psi",
+      EQ + "test_mixer_state_obs_feeds_the_concatenated_observations"),
+    m("preset-authors-missing-item", "iac.py",
+      'grad_clip=0.0, predator_action="mpe5")}',
+      'predator_action="mpe5")}',
+      "--preset authors forgets grad_clip=0",
+      EQ + "test_preset_authors_sets_every_item_and_explicit_flags_win"),
+    # ---------------------------------------------------------------- iac.py: MADDPG / MAAC policy gradient
+    m("maddpg-others-from-policy", "iac.py",
+      'others = batch["act"] if others_actions == "buffer" else act.detach()',
+      "others = act.detach()",
+      "MADDPG takes the other agents' actions from the current policies, not the buffer",
+      OWN_Q + "[buffer]"),
+    m("maac-others-not-detached", "iac.py",
+      'others = batch["act"] if others_actions == "buffer" else act.detach()',
+      'others = batch["act"] if others_actions == "buffer" else act',
+      "MAAC: agent i's gradient also flows into the other agents' actions",
+      OWN_Q + "[policy]"),
+    m("own-q-wrong-diagonal", "iac.py",
+      "return q.view(n, -1, n).diagonal(dim1=0, dim2=2)",
+      "return q.view(n, -1, n).diagonal(dim1=0, dim2=1)",
+      "own-action Q_i: the diagonal over the wrong dimensions",
+      OWN_Q),
+    m("own-q-row-zero", "iac.py",
+      "return q.view(n, -1, n).diagonal(dim1=0, dim2=2)",
+      "return q.view(n, -1, n)[0]",
+      "own-action Q_i: every agent reads variant 0 (only agent 0's action fresh)",
+      OWN_Q),
+    # ---------------------------------------------------------------- iac.py: critics and mixer, Eq. (19)-(22)
+    m("attention-self-not-masked", "iac.py",
+      'logits = logits.masked_fill(~self.others, float("-inf"))',
+      "logits = logits",
+      "attention of agent i includes itself (Eq. 20 sums over j != i)",
+      IAC + "test_attention_critic_permuting_agents_permutes_q",
+      IAC + "test_attention_critic_depends_on_the_other_agents_and_individual_does_not"),
+    m("mixer-w1-no-abs", "iac.py",
+      "w1 = self.hyper_w1(state).abs().view(-1, self.n, self.embed)",
+      "w1 = self.hyper_w1(state).view(-1, self.n, self.embed)",
+      "mixer's first-layer weights may be negative: Q_tot not monotone",
+      IAC + "test_mixer_is_monotone_in_every_q_i"),
+    m("mixer-w2-no-abs", "iac.py",
+      "(hidden * self.hyper_w2(state).abs()).sum(-1)",
+      "(hidden * self.hyper_w2(state)).sum(-1)",
+      "mixer's second-layer weights may be negative: Q_tot not monotone",
+      IAC + "test_mixer_is_monotone_in_every_q_i"),
+    m("maac-aux-loss-dropped", "iac.py",
+      'if hasattr(critic.q, "aux_loss"):',
+      "if False:",
+      "MAAC's attention-logit penalty never joins the critic loss",
+      BASE + "test_maac_query_ignores_own_action_and_regulariser_and_grad_scaling",
+      RUNS + "test_resume_equals_the_uninterrupted_run[maac]"),
+    # ---------------------------------------------------------------- iac.py: replay, evaluation, actions, flags
+    m("replay-not-seeded", "iac.py",
+      "            self.gen.manual_seed(seed)",
+      "            pass",
+      "replay sampler not seeded from --seed",
+      RUNS + "test_every_generator_a_run_creates_is_seeded_and_no_two_share_a_seed"),
+    m("replay-state-dict-not-cloned", "iac.py",
+      "v[:n].cpu().clone()",
+      "v[:n].cpu()",
+      "buffer's state_dict keeps a slice, so a checkpoint saves the whole preallocated storage",
+      RUNS + "test_checkpoint_holds_only_the_stored_transitions"),
+    m("eval-counts-later-episodes", "iac.py",
+      "live &= ~(term | trunc)",
+      "live = live",
+      "evaluation also counts the episodes after each copy's first",
+      EQ + "test_evaluation_counts_only_each_copys_first_episode"),
+    m("to-env-scale", "iac.py",
+      "return env.act_low + (act + 1) * 0.5 * (env.act_high - env.act_low)",
+      "return env.act_low + (act + 1) * (env.act_high - env.act_low)",
+      "actions mapped to [low, 2 high - low] instead of [low, high]",
+      EQ + "test_to_env_maps_minus_one_one_onto_the_env_bounds"),
+    m("seed-upper-bound-unchecked", "iac.py",
+      "if not 0 <= args.seed <= runlib.SEED_MAX:",
+      "if not 0 <= args.seed:",
+      "--seed above 2^32 - 1 accepted",
+      BAD + "test_bad_input_exits_naming_the_flag[iac.py --seed 4294967296]"),
+    m("updates-owed-not-restored", "iac.py",
+      'updates_owed = resume.get("updates_owed", 0.0)',
+      "updates_owed = 0.0",
+      "--resume drops the fractional update owed (UTD != 1)",
+      RUNS + "test_resume_equals_the_uninterrupted_run[iac-fractional-utd]"),
+    # ---------------------------------------------------------------- baselines.py
+    m("preset-maddpg-others-policy", "baselines.py",
+      'mixer="none", others_actions="buffer")',
+      'mixer="none", others_actions="policy")',
+      "the maddpg preset takes the other agents' actions from the current policies",
+      BASE + "test_maddpg_critic_sees_every_action_and_takes_others_from_the_buffer"),
+    m("preset-siaq-individual-critic", "baselines.py",
+      '"siaq": dict(policy="independent", critic="attention", mixer="qmix")',
+      '"siaq": dict(policy="independent", critic="individual", mixer="qmix")',
+      "the siaq preset builds SIQ (no attention critic)",
+      BASE + "test_each_preset_builds_its_grid_point[siaq]"),
+    m("maac-grad-not-scaled", "baselines.py",
+      "self.shared_grad_scale = 1.0 / n",
+      "self.shared_grad_scale = 1.0",
+      "MAAC's shared attention modules get the full gradient, not 1/n",
+      BASE + "test_maac_query_ignores_own_action_and_regulariser_and_grad_scaling"),
+    m("maac-aux-diagonal-included", "baselines.py",
+      "logits = torch.where(self.others, self._logits, 0.0) * math.sqrt",
+      "logits = self._logits * math.sqrt",
+      "MAAC's logit penalty includes the (masked, -inf) self logits",
+      RUNS + "test_resume_equals_the_uninterrupted_run[maac]"),
+    m("maac-aux-normaliser", "baselines.py",
+      "/ (self._logits.numel() * (n - 1) / n)",
+      "/ self._logits.numel()",
+      "MAAC's logit penalty averaged over all n^2 pairs, not the n(n-1) others",
+      BASE + "test_maac_query_ignores_own_action_and_regulariser_and_grad_scaling"),
+    m("boltzmann-temperature", "baselines.py",
+      ".flatten() / temperature, 0)",
+      ".flatten() * temperature, 0)",
+      "Eq. (7) multiplies Q_tot by alpha instead of dividing",
+      BASE + "test_paper_temperature_is_about_three"),
+    m("matrix-seed-unchecked", "baselines.py",
+      "if not 0 <= qa.seed <= runlib.SEED_MAX:",
+      "if not qa.seed <= runlib.SEED_MAX:",
+      "matrix game accepts a negative --seed",
+      BAD + "test_bad_input_exits_naming_the_flag[baselines.py --algo qmix --seed -1]"),
+    # ---------------------------------------------------------------- envs.py
+    m("pp-episode-101", "envs.py",
+      "n_agents, act_dim, episode_len = 3, 2, 100",
+      "n_agents, act_dim, episode_len = 3, 2, 101",
+      "predator-prey episodes of 101 steps instead of 100",
+      ENVS + "test_episode_length_and_truncation_match_the_references"),
+    m("reset-ignores-seed", "envs.py",
+      "self.gen.manual_seed(int(seed))",
+      "pass",
+      "reset(seed) does not seed the env's generator",
+      ENVS + "test_reset_seed_sets_the_start_and_none_continues"),
+    m("env-load-aliases", "envs.py",
+      "setattr(self, k, v.to(self.device, copy=True))",
+      "setattr(self, k, v.to(self.device))",
+      "load_state_dict keeps the snapshot's tensors, so stepping writes into it",
+      ENVS + "test_state_dict_snapshots_are_copies"),
+    m("t-not-zeroed-on-done", "envs.py",
+      "self.t.masked_fill_(done, 0)",
+      "self.t = self.t",
+      "the step counter is not reset when an episode ends",
+      ENVS + "test_episode_length_and_truncation_match_the_references"),
+    m("truncated-and-terminated", "envs.py",
+      "truncated = (self.t >= self.episode_len) & ~terminated",
+      "truncated = self.t >= self.episode_len",
+      "a step can be both terminated and truncated",
+      ENVS + "test_episode_length_and_truncation_match_the_references"),
+    m("truncation-no-reset", "envs.py",
+      "self._reset_state(done)",
+      "self._reset_state(terminated)",
+      "truncated copies restart their clock but keep their state",
+      ENVS + "test_copies_are_independent_and_auto_reset"),
+    m("graded-levels-swapped", "envs.py",
+      "[0.0, 0.1, 0.2, 0.5] if graded",
+      "[0.0, 0.2, 0.1, 0.5] if graded",
+      "graded pendulum reward: levels 'at least 1' and 'at least 3' swapped",
+      ENVS + "test_pendulum_graded_and_sparse_reward_at_every_level"),
+    m("upright-threshold", "envs.py",
+      "UPRIGHT = 0.2",
+      "UPRIGHT = 0.25",
+      "pendulum counts as upright below 0.25 instead of 0.2",
+      ENVS + "test_pendulum_upright_threshold_is_0_2_of_the_normalised_angle"),
+    m("pendulum-gravity-sign", "envs.py",
+      "(3 * g / (2 * l) * torch.sin(self.th)",
+      "(-3 * g / (2 * l) * torch.sin(self.th)",
+      "pendulum gravity term with the wrong sign (upright becomes stable)",
+      ENVS + "test_pendulum_matches_gymnasium"),
+    m("pp-damping", "envs.py",
+      "vel = self.vel * (1 - self.DAMPING) + force * self.DT",
+      "vel = self.vel * self.DAMPING + force * self.DT",
+      "predator-prey keeps 25% of the velocity instead of 75%",
+      ENVS + "test_predator_prey_matches_mpe2_random_start"),
+    m("po-sight", "envs.py",
+      "SIGHT = 0.8",
+      "SIGHT = 1.0",
+      "partially observed predator-prey sees up to 1.0 instead of 0.8",
+      ENVS + "test_predator_prey_matches_mpe2_with_contacts[True]"),
+    # ---------------------------------------------------------------- runlib.py
+    m("checkpoint-not-atomic", "runlib.py",
+      'tmp = path + ".tmp"\n    with open(tmp, "wb") as f:',
+      'tmp = path\n    with open(tmp, "wb") as f:',
+      "checkpoint written straight to its path: a crash mid-write destroys the previous one",
+      RUNS + "test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable"),
+    m("load-weights-only-false", "runlib.py",
+      'ckpt = torch.load(path, weights_only=True, map_location="cpu")',
+      'ckpt = torch.load(path, weights_only=False, map_location="cpu")',
+      "checkpoints loaded with the full unpickler: a crafted file runs code",
+      RUNS + "test_a_crafted_pickle_is_refused_and_nothing_runs"),
+    m("guard-lazy-on-cpu", "runlib.py",
+      'self.eager = device.type == "cpu" if eager is None else eager',
+      "self.eager = False if eager is None else eager",
+      "the non-finite guard defers on the CPU too, so the weights are poisoned before it stops",
+      RUNS + "test_extreme_learning_rates_stop_with_the_step_the_quantity_and_a_finite_checkpoint[None]"),
+    m("guard-never-raises", "runlib.py",
+      "if first >= 0:",
+      "if first < -1:",
+      "raise_if_bad never raises: a deferred guard never stops the run",
+      RUNS + "test_on_a_gpu_the_guard_is_read_at_logging_time_and_keeps_the_checkpoint_before"),
+    m("seed-streams-shared", "runlib.py",
+      "for name, c in zip(STREAMS, children)}",
+      "for name, c in zip(STREAMS, [children[0]] * len(STREAMS))}",
+      "every random stream of a run gets the same seed",
+      RUNS + "test_seed_streams_are_distinct_reproducible_and_in_range"),
+    m("global-rng-not-restored", "runlib.py",
+      'torch.set_rng_state(state["torch_cpu"])',
+      "pass",
+      "--resume does not restore torch's CPU generator",
+      RUNS + "test_resume_equals_the_uninterrupted_run[iac]"),
+    m("seed-max-64-bit", "runlib.py",
+      "SEED_MAX = 2**32 - 1",
+      "SEED_MAX = 2**64 - 1",
+      "--seed accepts values beyond numpy's 32-bit legacy seed",
+      BAD + "test_bad_input_exits_naming_the_flag[iac.py --seed 4294967296]"),
+]
+
+# id -> why no test can tell the mutant from the original (a survivor listed here does not fail the battery)
+EQUIVALENT = {}
+
+
+# ----------------------------------------------------------------------------------------------------
+def repo_files():
+    """The files a copy holds: tracked and untracked-not-ignored (as they are now), plus tests/data."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                         capture_output=True).stdout.decode()
+    files = {f for f in out.split("\0") if f and os.path.isfile(os.path.join(REPO, f))}  # not deleted ones
+    for folder, _, names in os.walk(os.path.join(REPO, "tests", "data")):
+        files.update(os.path.relpath(os.path.join(folder, n), REPO) for n in names)
+    return sorted(files)
+
+
+def copy_repo(dest):
+    for f in repo_files():
+        os.makedirs(os.path.dirname(os.path.join(dest, f)), exist_ok=True)
+        shutil.copy2(os.path.join(REPO, f), os.path.join(dest, f))
+
+
+def count(root, mutant):
+    path = os.path.join(root, mutant.file)
+    return open(path).read().count(mutant.old) if os.path.isfile(path) else 0
+
+
+def apply(root, mutant):
+    path = os.path.join(root, mutant.file)
+    text = open(path).read()
+    if text.count(mutant.old) != 1:
+        raise RuntimeError(f"mutant {mutant.id}: snippet found {text.count(mutant.old)} times in {mutant.file}")
+    with open(path, "w") as f:
+        f.write(text.replace(mutant.old, mutant.new))
+
+
+def pytest(root, ids, timeout, stop_first):
+    """Run pytest on node ids in `root`; (exit code, or None on timeout, and the output)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-x"] if stop_first else []), *ids]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    # its own process group, so that a timeout also ends the processes the tests start
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return None, proc.communicate()[0]
+
+
+def first_failure(output):
+    """The first test pytest's summary reports FAILED or ERROR (node id without the message)."""
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ")[0]
+    return None
+
+
+def run_mutant(mutant, pristine, scratch, timeout):
+    root = os.path.join(scratch, mutant.id)
+    shutil.copytree(pristine, root)
+    try:
+        apply(root, mutant)
+        t0 = time.time()
+        code, out = pytest(root, mutant.tests, timeout, stop_first=True)
+        seconds = time.time() - t0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if code is None:
+        return "TIMEOUT", f"TIMEOUT after {timeout} s", seconds
+    if code == 0:
+        return "SURVIVED", "SURVIVED", seconds
+    return "KILLED", f"KILLED by {first_failure(out) or f'pytest exit {code}'}", seconds
+
+
+def baseline(pristine, mutants, jobs, timeout):
+    """All selected tests on the unmutated copy, split over `jobs` pytest processes; stop if any fails."""
+    ids = sorted({t for mu in mutants for t in mu.tests})
+    chunks = [ids[i::jobs] for i in range(jobs) if ids[i::jobs]]
+    print(f"baseline: {len(ids)} test ids on the unmutated copy ...", flush=True)
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(lambda c: pytest(pristine, c, timeout * 3, stop_first=False), chunks))
+    for code, out in results:
+        if code != 0:
+            sys.exit(f"{out[-6000:]}\nerror: the selected tests do not pass on the unmutated code "
+                     f"({'timeout' if code is None else f'pytest exit {code}'}; output above): fix them first, "
+                     "a battery over failing tests proves nothing")
+    print(f"baseline: passed in {time.time() - t0:.0f} s", flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=2, help="mutants run at the same time (one pytest each)")
+    p.add_argument("--only", nargs="+", metavar="ID", help="run only these mutants")
+    p.add_argument("--list", action="store_true", help="list the mutants and check their snippets in the "
+                   "working tree; run nothing")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per mutant; past it counts as killed")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    ids = [mu.id for mu in MUTANTS]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    unknown = set(args.only or []) - set(ids)
+    stale = set(EQUIVALENT) - set(ids)
+    if dupes or unknown or stale:
+        p.error(f"duplicate mutant ids {sorted(dupes)}, unknown --only {sorted(unknown)}, "
+                f"EQUIVALENT names no mutant {sorted(stale)}")
+    chosen = [mu for mu in MUTANTS if not args.only or mu.id in args.only]
+
+    if args.list:
+        for mu in chosen:
+            n = count(REPO, mu)
+            print(f"{mu.id:32} {mu.file:12} {mu.what}" + ("" if n == 1 else f"   <-- snippet found {n} times"))
+            for t in mu.tests:
+                print(f"{'':45} {t}")
+        print(f"{len(chosen)} mutants")
+        return 0
+
+    t_start = time.time()
+    with tempfile.TemporaryDirectory(prefix="mutants-") as scratch:
+        pristine = os.path.join(scratch, "_pristine")
+        copy_repo(pristine)
+        rotted = [f"  {mu.id}: found {count(pristine, mu)} times in {mu.file}: {mu.old!r}"
+                  for mu in chosen if count(pristine, mu) != 1]
+        if rotted:
+            sys.exit("error: these snippets no longer occur exactly once; update the battery:\n" + "\n".join(rotted))
+        baseline(pristine, chosen, args.jobs, args.timeout)
+        results = {}
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futures = {pool.submit(run_mutant, mu, pristine, scratch, args.timeout): mu for mu in chosen}
+            for k, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+                mu = futures[fut]
+                results[mu.id] = fut.result()
+                print(f"[{k}/{len(chosen)}] {mu.id}: {results[mu.id][1]} ({results[mu.id][2]:.1f} s)", flush=True)
+
+    print(f"\n| mutant | file | description | result | s |\n|---|---|---|---|---|")
+    for mu in chosen:
+        status, text, seconds = results[mu.id]
+        if status == "SURVIVED" and mu.id in EQUIVALENT:
+            text = f"SURVIVED, equivalent: {EQUIVALENT[mu.id]}"
+        elif status != "SURVIVED" and mu.id in EQUIVALENT:
+            text += " (listed in EQUIVALENT but killed: remove it there)"
+        print(f"| {mu.id} | {mu.file} | {mu.what} | {text} | {seconds:.0f} |")
+    statuses = [results[mu.id][0] for mu in chosen]
+    survivors = [mu.id for mu in chosen if results[mu.id][0] == "SURVIVED" and mu.id not in EQUIVALENT]
+    print(f"\n{len(chosen)} mutants: {statuses.count('KILLED')} killed, {statuses.count('TIMEOUT')} timed out "
+          f"(counted as killed), {statuses.count('SURVIVED') - len(survivors)} equivalent, {len(survivors)} "
+          f"survived; {time.time() - t_start:.0f} s with --jobs {args.jobs}")
+    if survivors:
+        print("survivors: " + " ".join(survivors))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
