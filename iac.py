@@ -952,7 +952,11 @@ def train(args, make_q=None):
                      "no checkpoint was written before it (--save-model writes them)")
         sys.exit(f"error: {what}; {saved}. Try a lower --actor-lr / --critic-lr or a smaller --grad-clip.")
     except KeyboardInterrupt:
-        checkpoint()
+        try:
+            checkpoint()
+        except runlib.NonFinite as e:
+            sys.exit(f"\ninterrupted at step {step:,}, after a non-finite {e.name} at gradient update "
+                     f"{e.n_update:,}: the checkpoint on disk is from before it")
         print(f"\ninterrupted at step {step:,}; resume with --resume {ckpt_path}")
         raise SystemExit(130)
     if progress.due(force=True):

@@ -381,3 +381,28 @@ def test_cpu_checkpoint_resumes_on_the_gpu_with_a_warning(tmp_path, capsys):
     run(["--resume", os.path.join(r, "checkpoint.pt"), "--cuda", "--total-steps", "80"])
     assert "random streams restart" in capsys.readouterr().err
     assert ckpt_of(r)["step"] == 80 and vars(ckpt_of(r)["args"])["cuda"] is True
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    common = ["--env", "predator_prey", "--save-model", *TINY]
+    full = run([*common, "--total-steps", "120", "--runs-dir", str(tmp_path / "full")])
+    calls = []
+    real_due = runlib.Progress.due
+
+    def interrupt_at_step_70(self, force=False):  # called once per env step
+        calls.append(1)
+        if len(calls) == 70:
+            raise KeyboardInterrupt
+        return real_due(self, force)
+
+    monkeypatch.setattr(runlib.Progress, "due", interrupt_at_step_70)
+    with pytest.raises(SystemExit) as e:
+        run([*common, "--total-steps", "120", "--runs-dir", str(tmp_path / "cut")])
+    assert e.value.code == 130
+    monkeypatch.setattr(runlib.Progress, "due", real_due)
+    cut = os.path.join(str(tmp_path / "cut"), "predator_prey__iac__1")
+    assert ckpt_of(cut)["step"] == 70
+    run(["--resume", os.path.join(cut, "checkpoint.pt")])
+    a, b = ckpt_of(full), ckpt_of(cut)
+    for k in ("actor", "critic", "actor_target", "critic_target", "opt_actor", "opt_critic", "buffer", "rng"):
+        assert_same(a[k], b[k], k)
