@@ -93,7 +93,7 @@ def continuous_args(algo, argv):
         flags = []  # the checkpoint holds the run's settings; main() checks that its method is this algo
     elif not any(a == "--exp-name" or a.startswith("--exp-name=") for a in argv):
         flags.append(f"--exp-name={algo}")
-    args = iac.parse_args([*argv, *flags])
+    args = iac.parse_args([*argv, *flags], preset_keys=iac.SHARED_PRESET_KEYS)
     args.algo = algo
     return args
 

@@ -41,6 +41,9 @@ AUTHORS = "github YiqinYang/IAC@925dc26"  # the authors' released code, cited by
 PRESETS = {"authors": dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
                            alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs", actor_objective="mean_q",
                            grad_clip=0.0, predator_action="mpe5")}
+# what --preset authors sets for the baselines (baselines.py): the settings every method shares; the
+# policy- and critic-side items are IAC's own (the authors released IAC only)
+SHARED_PRESET_KEYS = ("mixer_state", "predator_action", "grad_clip", "alpha", "alpha_decay", "alpha_min")
 # flags added after the first release, with the values that release used: a format-1 checkpoint resumes as it ran
 LEGACY = dict(next_action="current", cov_diag="learned", l_bound="none", mean_noise=0.0, squash="tanh",
               alpha_decay=0.0, alpha_min=0.0, mixer_state="env", actor_objective="qtot", td_entropy="soft",
@@ -155,13 +158,16 @@ def parser():
     return p
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, preset_keys=None):
+    """Flags -> checked settings. `preset_keys` limits what --preset sets (baselines.py: the shared ones)."""
     p = parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     args.explicit = explicit_flags(argv)
     if args.preset:  # the preset's values, except where a flag was given by hand
         for k, v in PRESETS[args.preset].items():
+            if preset_keys is not None and k not in preset_keys:
+                continue
             if k not in args.explicit and not (k == "predator_action" and "predator_prey" not in args.env):
                 setattr(args, k, v)
     check_args(p, args)

@@ -301,6 +301,12 @@ def test_preset_authors_sets_every_item_and_explicit_flags_win():
     assert (args.rank, args.grad_clip) == (2, 10.0)  # given by hand, even where it equals the default
     args = iac.parse_args(["--preset", "authors", "--env", "multi_pendulum"])
     assert args.predator_action == "mpe2"  # an env option the pendulums do not have
+    # the baselines take the settings every method shares, not IAC's own policy and critic items
+    import baselines
+    args = baselines.continuous_args("sq", ["--preset", "authors"])
+    assert (args.mixer_state, args.predator_action, args.grad_clip, args.alpha) == ("obs", "mpe5", 0.0, 0.1)
+    assert (args.critic, args.cov_diag, args.squash, args.actor_objective, args.rank) == (
+        "individual", "learned", "tanh", "qtot", 2)
 
 
 def test_mixer_state_obs_feeds_the_concatenated_observations():
