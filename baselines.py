@@ -250,7 +250,7 @@ def main(argv=None):
         if qa.out:
             runlib.write_text(qa.out, text + "\n")
         return text
-    if "--env" in rest and rest[rest.index("--env") + 1:][:1] == ["matrix_game"]:
+    if "--env=matrix_game" in rest or ("--env" in rest and rest[rest.index("--env") + 1:][:1] == ["matrix_game"]):
         p.error(f"--algo {known.algo} is continuous; the matrix game takes --algo qmix or qmixs")
     args = continuous_args(known.algo, rest)
     if args.eval_only:
