@@ -89,8 +89,8 @@ def continuous_args(algo, argv):
         if any(a == flag or a.startswith(flag + "=") for a in argv):
             sys.exit(f"error: --algo {algo} sets {flag} {preset[key]}; do not pass {flag}")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in preset.items()]
-    if "--resume" in argv or any(a.startswith("--resume=") for a in argv):
-        flags = []  # the checkpoint holds the run's settings; main() checks that its method is this algo
+    if any(a in ("--resume", "--eval-only") or a.startswith("--resume=") for a in argv):
+        flags = []  # the checkpoint holds the run's settings (main() checks a resumed run's method)
     elif not any(a == "--exp-name" or a.startswith("--exp-name=") for a in argv):
         flags.append(f"--exp-name={algo}")
     args = iac.parse_args([*argv, *flags], preset_keys=iac.SHARED_PRESET_KEYS)

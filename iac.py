@@ -50,6 +50,8 @@ LEGACY = dict(next_action="current", cov_diag="learned", l_bound="none", mean_no
               predator_action="mpe2", preset=None)
 # what --resume may change; every other flag is the run's own
 RESUME_MAY_SET = ("resume", "total_steps", "cuda", "no_progress", "runs_dir")
+# what --eval-only takes; everything else comes from the checkpoint
+EVAL_ONLY_FLAGS = ("eval_only", "checkpoint", "eval_episodes", "seed", "cuda", "capture_video", "no_progress")
 
 
 def parser():
@@ -231,13 +233,21 @@ def check_args(p, args):
     if args.policy == "joint" and not 1 <= args.rank <= n * d:
         p.error(f"--rank m must be in 1..n*d = {n * d} for {args.env} (Eq. 12: L is nd x m), "
                 f"got {args.rank}")
+    if not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."):
+        p.error(f"--exp-name {args.exp_name!r}: give a plain name (it becomes part of a folder name)")
     runlib.check_out_dir(p, "runs_dir", args.runs_dir)
+    if not args.eval_only:
+        check_memory(p, args)
     if args.eval_only:
         if not args.checkpoint:
             p.error("--eval-only needs --checkpoint PATH")
         runlib.check_in_file(p, "checkpoint", args.checkpoint)
         if args.resume:
             p.error("--eval-only and --resume exclude each other")
+        ignored = [k for k in args.explicit if k not in EVAL_ONLY_FLAGS]
+        if ignored:
+            p.error(f"--eval-only evaluates the checkpoint's own run; {', '.join(map(runlib.flag, ignored))} "
+                    f"would be ignored (it takes {', '.join(map(runlib.flag, EVAL_ONLY_FLAGS))})")
         return
     if args.capture_video:
         p.error("--capture-video works with --eval-only --checkpoint PATH")
@@ -249,6 +259,21 @@ def check_args(p, args):
         if changed:
             p.error(f"--resume continues a run with its own settings; {', '.join(map(runlib.flag, changed))} "
                     f"cannot be changed (only {', '.join(map(runlib.flag, RESUME_MAY_SET[1:]))} can)")
+
+
+def check_memory(p, args):
+    """The replay buffer is preallocated: refuse a --buffer-size the machine cannot hold, before training."""
+    n, d = env_sizes(args)
+    o, S = {"simple_world": (1, 1), "multi_pendulum": (3, 3 * n)}.get(args.env, (16, 20))
+    S = n * o if args.mixer_state == "obs" else S
+    need = args.buffer_size * (2 * n * o + 2 * S + n * d + 2) * 4  # float32 obs, state, act, rew, next_*, term
+    if args.cuda:
+        have, what = torch.cuda.mem_get_info()[0], "free GPU memory"
+    else:
+        have, what = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "memory"
+    if need > 0.8 * have:
+        p.error(f"--buffer-size {args.buffer_size:,} needs {need / 2**30:.1f} GiB for the replay buffer; this "
+                f"machine has {have / 2**30:.1f} GiB of {what}")
 
 
 def env_sizes(args):

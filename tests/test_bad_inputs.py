@@ -76,6 +76,11 @@ CASES = [
     ("iac.py", ["--eval-only", "--checkpoint", V1, "--seed", "-5"], "--seed"),
     ("iac.py", ["--eval-only", "--checkpoint", V1, "--resume", V1], "--resume"),
     ("iac.py", ["--capture-video"], "--capture-video"),
+    ("iac.py", ["--eval-only", "--checkpoint", V1, "--env", "simple_world"], "--env"),
+    ("iac.py", ["--eval-only", "--checkpoint", V1, "--hidden", "32"], "--hidden"),
+    ("iac.py", ["--exp-name", "../../elsewhere"], "--exp-name"),
+    ("iac.py", ["--exp-name", ""], "--exp-name"),
+    ("iac.py", ["--buffer-size", "10000000000"], "--buffer-size"),
     # baselines.py
     ("baselines.py", ["--algo", "sq", "--actor-lr", "nan"], "--actor-lr"),
     ("baselines.py", ["--algo", "maddpg", "--grad-clip", "-1"], "--grad-clip"),

@@ -406,3 +406,11 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
     a, b = ckpt_of(full), ckpt_of(cut)
     for k in ("actor", "critic", "actor_target", "critic_target", "opt_actor", "opt_critic", "buffer", "rng"):
         assert_same(a[k], b[k], k)
+
+
+def test_baselines_eval_only_evaluates_the_checkpoint(tmp_path, capsys):
+    r = run(["--env", "simple_world", "--save-model", "--total-steps", "40", "--runs-dir", str(tmp_path), *TINY,
+             "--eval-every", "20"], "sq")
+    ret = run(["--eval-only", "--checkpoint", os.path.join(r, "checkpoint.pt"), "--eval-episodes", "3"], "sq")
+    last = float(open(os.path.join(r, "eval.csv")).read().split()[-1].split(",")[1])
+    assert ret == pytest.approx(last, rel=1e-5)  # one-step env, deterministic policy: the same return
