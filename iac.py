@@ -799,6 +799,9 @@ def resumed_args(args, resume, make_q):
     for k in RESUME_MAY_SET:
         if k in getattr(args, "explicit", RESUME_MAY_SET) or k in ("resume", "no_progress"):
             setattr(new, k, getattr(args, k))
+    run_dir = os.path.dirname(os.path.abspath(args.resume))
+    if "runs_dir" not in getattr(args, "explicit", ()) and os.path.basename(run_dir) == run_name(new):
+        new.runs_dir = os.path.dirname(run_dir)  # continue where the checkpoint lies, even if it was moved
     was_cuda = bool(saved.get("cuda"))
     if args.cuda is None:
         new.cuda = was_cuda

@@ -75,11 +75,16 @@ FORMAT = 2  # 1: written by the first release (args as a Namespace, numpy arrays
 def save_checkpoint(path, **state):
     """Write atomically: a crash or a SIGKILL mid-write leaves the previous checkpoint intact."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(dict(state, format=FORMAT), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(state, format=FORMAT), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a folder that went away...
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"error: cannot write checkpoint {path}: {e}; the previous checkpoint (if any) is intact")
 
 
 def _legacy_globals():

@@ -414,3 +414,22 @@ def test_baselines_eval_only_evaluates_the_checkpoint(tmp_path, capsys):
     ret = run(["--eval-only", "--checkpoint", os.path.join(r, "checkpoint.pt"), "--eval-episodes", "3"], "sq")
     last = float(open(os.path.join(r, "eval.csv")).read().split()[-1].split(",")[1])
     assert ret == pytest.approx(last, rel=1e-5)  # one-step env, deterministic policy: the same return
+
+
+def test_a_moved_run_resumes_in_its_new_folder(tmp_path):
+    r = run(["--env", "simple_world", "--save-model", "--total-steps", "40", "--runs-dir", str(tmp_path / "a"), *TINY])
+    moved = tmp_path / "b" / os.path.basename(r)
+    os.makedirs(moved.parent)
+    os.rename(r, moved)
+    assert run(["--resume", str(moved / "checkpoint.pt"), "--total-steps", "60"]) == str(moved)
+    assert ckpt_of(str(moved))["step"] == 60 and not os.path.exists(r)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_with_a_message(tmp_path, monkeypatch):
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit, match="cannot write checkpoint .*No space left"):
+        run(["--env", "simple_world", "--save-model", "--total-steps", "20", "--runs-dir", str(tmp_path), *TINY])
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
