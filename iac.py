@@ -5,17 +5,22 @@ arXiv 2102.06042. This one file holds the whole method:
   * the joint stochastic policy with collaborative exploration, Section 4.1, Eq. (12)-(15): per-agent
     Gaussian heads mu_i(o_i), sigma_i(o_i) plus a low-rank covariance factor L = f_psi(s);
   * the shared-attention per-agent critics Q_i(o, u), Section 4.2, Eq. (19)-(21);
-  * the QMIX mixer, Eq. (22), trained on the soft TD target of Eq. (23)-(24);
+  * the QMIX mixer, Eq. (22), trained on the TD target of Eq. (23)-(24) with the entropy term of the
+    paper's maximum-entropy derivation (Eq. 24 is printed without it: --td-entropy none);
+  * Algorithm 1's loop: updates from the first minibatch, u' from the target policy, hard target copies
+    every T = 200 updates;
   * three switches (--policy, --critic, --mixer) that turn IAC into the paper's ablations (SQ, SIQ,
     SIAQ, Attn-QMIX, DDPG-MIX) and into the per-agent-critic setting of MADDPG / MAAC; `baselines.py`
-    names those presets.
+    names those presets. Where the authors' released code (github YiqinYang/IAC) reads the paper
+    differently, a flag gives its reading and --preset authors sets them all (README table).
+Run plumbing (seeds, checkpoints, flag checks, the non-finite guard) lives in runlib.py.
 
     python iac.py --env predator_prey            # train; logs under runs/, see README.md
     python iac.py --eval-only --checkpoint runs/<run>/checkpoint.pt --capture-video
 
 Shapes: B batch, n agents, o observation dim, S state dim, d action dim per agent, m rank of L.
-Actions inside the algorithm are in [-1, 1]^d (tanh space); they are scaled to the env's bounds only
-when the env is stepped.
+Actions inside the algorithm are in [-1, 1]^d (tanh space; with --squash none clipped to it before the
+env and the buffer); they are scaled to the env's bounds only when the env is stepped.
 """
 
 import argparse
