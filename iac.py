@@ -461,8 +461,8 @@ class AttentionCritic(nn.Module):
         logits = q @ k.transpose(-1, -2) / math.sqrt(h // self.heads)  # (B, H, n, n), Eq. (21)
         logits = logits.masked_fill(~self.others, float("-inf"))
         # with one agent there is nobody to attend to: the weights of an all-masked row become 0
-        alpha = torch.nan_to_num(logits.softmax(-1)) if n == 1 else logits.softmax(-1)
-        x = (alpha @ v).transpose(1, 2).reshape(B, n, h)  # Eq. (20)
+        weights = torch.nan_to_num(logits.softmax(-1)) if n == 1 else logits.softmax(-1)  # alpha_j of Eq. (20)
+        x = (weights @ v).transpose(1, 2).reshape(B, n, h)  # Eq. (20)
         return x, logits
 
     def forward(self, obs, act):
