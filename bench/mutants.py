@@ -380,8 +380,8 @@ MUTANTS = [
       ENVS + "test_predator_prey_matches_mpe2_with_contacts[True]"),
     # ---------------------------------------------------------------- runlib.py
     m("checkpoint-not-atomic", "runlib.py",
-      'tmp = path + ".tmp"\n    with open(tmp, "wb") as f:',
-      'tmp = path\n    with open(tmp, "wb") as f:',
+      'tmp = path + ".tmp"\n    try:',
+      'tmp = path\n    try:',
       "checkpoint written straight to its path: a crash mid-write destroys the previous one",
       RUNS + "test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable"),
     m("load-weights-only-false", "runlib.py",

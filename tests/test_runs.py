@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -199,24 +198,47 @@ def test_a_checkpoint_of_the_first_release_still_loads_resumes_and_evaluates(tmp
 
 
 def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    """A writer process saves checkpoint 0, then starts checkpoint 1 and is SIGKILLed part-way through
+    writing it (after its k-th write call, k = 1, 2, 5, 20): checkpoint 0 must still load, whole."""
     path = tmp_path / "checkpoint.pt"
     writer = textwrap.dedent(f"""
-        import sys, torch
+        import builtins, sys, time, torch
         sys.path.insert(0, {HERE!r})
         import runlib
-        for i in range(10**6):
-            runlib.save_checkpoint({str(path)!r}, args={{}}, actor={{}}, step=i,
-                                   big=torch.full((3_000_000,), float(i)))
-            print(i, flush=True)
+        stop_after = int(sys.argv[1])
+
+        class Stalling:  # a file whose k-th write of checkpoint 1 never returns
+            def __init__(self, f):
+                self.f, self.calls = f, 0
+            def write(self, b):
+                self.calls += 1
+                n = self.f.write(b)
+                if self.calls == stop_after:
+                    self.f.flush()
+                    print("mid-write", flush=True)
+                    time.sleep(60)
+                return n
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+            def __enter__(self):
+                return self
+            def __exit__(self, *a):
+                self.f.close()
+
+        runlib.save_checkpoint({str(path)!r}, args={{}}, actor={{}}, step=0, big=torch.zeros(1_000_000))
+        print("saved 0", flush=True)
+        runlib.open = lambda *a, **k: Stalling(builtins.open(*a, **k))
+        runlib.save_checkpoint({str(path)!r}, args={{}}, actor={{}}, step=1, big=torch.ones(1_000_000))
+        print("saved 1", flush=True)
     """)
-    for delay in (0.3, 0.7, 1.1, 1.6):
-        proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline()  # one complete checkpoint exists
-        time.sleep(delay)
+    for stop_after in (1, 2, 5, 20):
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(stop_after)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "saved 0\n"
+        assert proc.stdout.readline() == "mid-write\n", stop_after  # checkpoint 1 is half written
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         ck = runlib.load_checkpoint(str(path))
-        assert torch.equal(ck["big"], torch.full((3_000_000,), float(ck["step"])))
+        assert ck["step"] == 0 and torch.equal(ck["big"], torch.zeros(1_000_000)), stop_after
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the GPU checkpoint would resume")
