@@ -793,13 +793,19 @@ def run_name(args):
 LOG_EVERY = 100  # updates between loss logs; on a GPU also how often the non-finite guard is read
 
 
+def checkpoint_args(ckpt):
+    """A checkpoint's settings, completed for flags added after it was written: a first-release
+    checkpoint with the values that release used, a later one with today's defaults."""
+    saved = vars(ckpt["args"]).copy()
+    for k, v in (LEGACY if ckpt["format"] == 1 else vars(parser().parse_args([]))).items():
+        saved.setdefault(k, v)
+    return saved
+
+
 def resumed_args(args, resume, make_q):
     """The checkpoint's own settings, plus what --resume may set; and whether the run moves between CPU
     and GPU (their generators are not interchangeable, so its random streams then restart)."""
-    saved = vars(resume["args"]).copy()
-    defaults = LEGACY if resume["format"] == 1 else vars(parser().parse_args([]))
-    for k, v in defaults.items():
-        saved.setdefault(k, v)
+    saved = checkpoint_args(resume)
     new = argparse.Namespace(**saved)
     for k in RESUME_MAY_SET:
         if k in getattr(args, "explicit", RESUME_MAY_SET) or k in ("resume", "no_progress"):
@@ -1009,10 +1015,7 @@ def train(args, make_q=None):
 
 def eval_only(args):
     ckpt = runlib.load_checkpoint(args.checkpoint)
-    targs = ckpt["args"]
-    for k, v in (LEGACY if ckpt["format"] == 1 else vars(parser().parse_args([]))).items():
-        if not hasattr(targs, k):
-            setattr(targs, k, v)
+    targs = argparse.Namespace(**checkpoint_args(ckpt))
     device = torch.device("cuda" if args.cuda else "cpu")
     env = make_env(targs, args.eval_episodes, device)
     actor = make_actor(targs, env)
