@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# Issue 9's main runs on predator-prey, 200k env steps, seeds 1-3, one update per env step:
-# IAC (Algorithm 1 defaults), IAC --preset authors, DDPG-MIX, DDPG-MIX --preset authors, SQ, Attn-QMIX.
+# Issue 9's runs on predator-prey, seeds 1-3 (SEEDS), one update per env step.
 #   bash experiments/issue9.sh [JOBS]      (default 2 jobs, one core each)
+# GRID=main (default): 200k env steps of IAC (Algorithm 1 defaults), IAC --preset authors, DDPG-MIX,
+#   DDPG-MIX --preset authors, SQ, Attn-QMIX.
+# GRID=factors: 100k env steps of the one-factor runs: each Algorithm-1 default put back to the earlier
+#   one alone (Polyak targets, 2,000 random warm-up steps, u' from the current policy), the authors'
+#   preset, for IAC and DDPG-MIX.
 # Re-running skips complete runs and resumes interrupted ones from their checkpoints (every 10k steps),
 # so it can be stopped at any time and started again in a later session. RUNS (default runs/issue9)
 # holds the run folders; `python plots.py $RUNS/* --out figures/issue9/predator_prey_200k.png` draws them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/issue9}
-STEPS=${STEPS:-200000}
+GRID=${GRID:-main}
+SEEDS=${SEEDS:-1 2 3}
 JOBS=${1:-2}
 mkdir -p "$RUNS/logs"
+if [[ "$GRID" == factors ]]; then
+STEPS=${STEPS:-100000}
+cells=(
+  "iac-alg1|iac.py"
+  "ddpg_mix|baselines.py --algo ddpg_mix"
+  "ddpg_mix-polyak|baselines.py --algo ddpg_mix --tau 0.01 --target-update-interval 1"
+  "iac-authors|iac.py --preset authors"
+  "iac-polyak|iac.py --tau 0.01 --target-update-interval 1"
+  "ddpg_mix-warmup|baselines.py --algo ddpg_mix --learning-starts 2000"
+  "iac-warmup|iac.py --learning-starts 2000"
+  "iac-current|iac.py --next-action current"
+  "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
+)
+else
+STEPS=${STEPS:-200000}
 cells=(
   "iac-alg1|iac.py"
   "iac-authors|iac.py --preset authors"
@@ -19,8 +39,9 @@ cells=(
   "sq|baselines.py --algo sq"
   "attn_qmix|baselines.py --algo attn_qmix"
 )
-for seed in 1 2 3; do
-  for cell in "${cells[@]}"; do
+fi
+for cell in "${cells[@]}"; do      # cell by cell, so that each finished cell has all its seeds
+  for seed in $SEEDS; do
     name=${cell%%|*}
     cmd=${cell#*|}
     dir="$RUNS/predator_prey__${name}__${seed}"
