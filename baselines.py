@@ -54,6 +54,7 @@ class MAACCritic(iac.AttentionCritic):
     continuous actions the gradient goes through Q_i directly, so there is none here."""
 
     LOGIT_REG = 1e-3
+    SHARED = ("W_q", "W_k", "V")  # the modules whose gradients are scaled by 1/n
 
     def __init__(self, args, n, obs_dim, d):
         h = args.hidden
@@ -61,7 +62,7 @@ class MAACCritic(iac.AttentionCritic):
         self.s_enc = nn.Sequential(iac.AgentLinear(n, obs_dim, h), nn.LeakyReLU())
         self.f = iac.agent_mlp(n, [2 * h + d, h, 1], act=nn.LeakyReLU)
         self.shared_grad_scale = 1.0 / n
-        for p in [*self.W_q.parameters(), *self.W_k.parameters(), *self.V.parameters()]:
+        for p in (p for name in self.SHARED for p in getattr(self, name).parameters()):
             p.register_hook(lambda g: g * self.shared_grad_scale)
         self._logits = None
 

@@ -24,6 +24,7 @@ env and the buffer); they are scaled to the env's bounds only when the env is st
 """
 
 import argparse
+import copy
 import math
 import os
 import sys
@@ -52,7 +53,7 @@ SHARED_PRESET_KEYS = ("mixer_state", "predator_action", "grad_clip", "alpha", "a
 # flags added after the first release, with the values that release used: a format-1 checkpoint resumes as it ran
 LEGACY = dict(next_action="current", cov_diag="learned", l_bound="none", mean_noise=0.0, squash="tanh",
               alpha_decay=0.0, alpha_min=0.0, mixer_state="env", actor_objective="qtot", td_entropy="soft",
-              predator_action="mpe2", preset=None)
+              predator_action="mpe2", preset=None, seeds=None)
 # what --resume may change; every other flag is the run's own
 RESUME_MAY_SET = ("resume", "total_steps", "cuda", "no_progress", "runs_dir")
 # what --eval-only takes; everything else comes from the checkpoint
@@ -77,6 +78,9 @@ def parser():
     a("--exp-name", default="iac", help="name of the run; logs go to runs/<env>__<exp-name>__<seed>")
     a("--seed", type=int, default=1,
       help="seed of the run; each random stream (torch, envs, replay sampling) gets its own seed from it")
+    a("--seeds", default=None,
+      help="train one run per seed in one process, as a population (comma-separated, e.g. 1,2,3): each "
+      "writes runs/<env>__<exp-name>__<seed> as a single run does, and one checkpoint holds them all")
     a("--cuda", action=argparse.BooleanOptionalAction, default=None,
       help="put envs, replay buffer and networks on the GPU (default: CPU; with --resume: the checkpoint's device)")
     a("--total-steps", type=int, default=None,
@@ -197,6 +201,8 @@ def check_args(p, args):
         p.error("--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
     if not 0 <= args.seed <= runlib.SEED_MAX:
         p.error(f"--seed must be in [0, {runlib.SEED_MAX}], got {args.seed}")
+    if args.seeds is not None:
+        check_seeds(p, args)
     for name in ("num_envs", "batch_size", "buffer_size", "eval_every", "eval_episodes", "hidden", "heads",
                  "mixer_embed", "checkpoint_every", "target_update_interval"):
         if getattr(args, name) < 1:
@@ -266,18 +272,41 @@ def check_args(p, args):
                     f"cannot be changed (only {', '.join(map(runlib.flag, RESUME_MAY_SET[1:]))} can)")
 
 
+MAX_MEMBERS = 256
+
+
+def check_seeds(p, args):
+    """--seeds "1,2,3" -> args.seeds = [1, 2, 3] (args.seed becomes the first)."""
+    if isinstance(args.seeds, str):
+        try:
+            args.seeds = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            p.error(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. --seeds 1,2,3")
+    if "seed" in args.explicit:
+        p.error("--seed and --seeds exclude each other: --seeds names every run's seed")
+    bad = [s for s in args.seeds if not 0 <= s <= runlib.SEED_MAX]
+    if bad:
+        p.error(f"--seeds: every seed must be in [0, {runlib.SEED_MAX}], got {bad[0]}")
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds {','.join(map(str, args.seeds))} repeats a seed: the runs would write the same folder")
+    if not 1 <= len(args.seeds) <= MAX_MEMBERS:
+        p.error(f"--seeds: give 1 to {MAX_MEMBERS} seeds, got {len(args.seeds)}")
+    args.seed = args.seeds[0]
+
+
 def check_memory(p, args):
     """The replay buffer is preallocated: refuse a --buffer-size the machine cannot hold, before training."""
     n, d = env_sizes(args)
     o, S = {"simple_world": (1, 1), "multi_pendulum": (3, 3 * n)}.get(args.env, (16, 20))
     S = n * o if args.mixer_state == "obs" else S
     need = args.buffer_size * (2 * n * o + 2 * S + n * d + 2) * 4  # float32 obs, state, act, rew, next_*, term
+    need *= len(args.seeds or [0])  # one buffer per member of a population
     if args.cuda:
         have, what = torch.cuda.mem_get_info()[0], "free GPU memory"
     else:
         have, what = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "memory"
     if need > 0.8 * have:
-        p.error(f"--buffer-size {args.buffer_size:,} needs {need / 2**30:.1f} GiB for the replay buffer; this "
+        p.error(f"--buffer-size {args.buffer_size:,} needs {need / 2**30:.1f} GiB for the replay buffers; this "
                 f"machine has {have / 2**30:.1f} GiB of {what}")
 
 
@@ -311,6 +340,14 @@ class AgentLinear(nn.Module):
         return y.transpose(0, 1).reshape(*lead, y.shape[0], y.shape[2])
 
 
+class Linear(nn.Linear):
+    """nn.Linear on the inputs' rows as one 2-D matrix product: the same numbers, but under torch.func.vmap
+    (populations, --seeds) a 3-D input would otherwise turn into a batch of per-row products."""
+
+    def forward(self, x):
+        return super().forward(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+
+
 def agent_mlp(n, sizes, act=nn.ReLU):
     layers = []
     for i in range(len(sizes) - 1):
@@ -321,7 +358,7 @@ def agent_mlp(n, sizes, act=nn.ReLU):
 def mlp(sizes, act=nn.ReLU):
     layers = []
     for i in range(len(sizes) - 1):
-        layers += [nn.Linear(sizes[i], sizes[i + 1]), act()]
+        layers += [Linear(sizes[i], sizes[i + 1]), act()]
     return nn.Sequential(*layers[:-1])
 
 
@@ -371,6 +408,14 @@ class LowRankGaussian:
         return self.L @ self.L.mT + torch.diag_embed(self.D)
 
 
+class DiagonalGaussian(Normal):
+    """torch's Normal with eps drawn by randn_like: Normal.rsample fills a new tensor in place, which
+    torch.func.vmap (populations) cannot give a different draw per member."""
+
+    def rsample(self):
+        return self.loc + self.scale * torch.randn_like(self.loc)
+
+
 FIXED_D = 1e-6  # --cov-diag fixed: D = 1e-6 I (authors: epsilon_D, IAC/actor.py:16)
 
 
@@ -406,7 +451,7 @@ class Actor(nn.Module):
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         var = (2 * log_std).exp() if self.cov_diag == "learned" else torch.full_like(log_std, FIXED_D)
         if self.policy == "independent":
-            return Normal(mu, var.sqrt(), validate_args=False)
+            return DiagonalGaussian(mu, var.sqrt(), validate_args=False)
         B = obs.shape[0]
         L = self.f_psi(state).view(B, self.n * self.d, self.rank)  # (B, nd, m), Eq. (13)
         if self.l_bound == "tanh":
@@ -445,9 +490,9 @@ class AttentionCritic(nn.Module):
         super().__init__()
         self.heads = heads
         self.g = nn.Sequential(AgentLinear(n, obs_dim + d, hidden), nn.LeakyReLU())  # e_i
-        self.W_q = nn.Linear(hidden, hidden, bias=False)
-        self.W_k = nn.Linear(hidden, hidden, bias=False)
-        self.V = nn.Sequential(nn.Linear(hidden, hidden, bias=False), nn.LeakyReLU())  # h(V e_j)
+        self.W_q = Linear(hidden, hidden, bias=False)
+        self.W_k = Linear(hidden, hidden, bias=False)
+        self.V = nn.Sequential(Linear(hidden, hidden, bias=False), nn.LeakyReLU())  # h(V e_j)
         self.f = agent_mlp(n, [2 * hidden, hidden, 1])
         self.register_buffer("others", ~torch.eye(n, dtype=torch.bool))  # j != i
 
@@ -478,8 +523,8 @@ class SharedAttentionCritic(AttentionCritic):
 
     def __init__(self, n, obs_dim, d, hidden, heads):
         super().__init__(n, obs_dim, d, hidden, heads)  # W_q, W_k, V and the mask; g and f replaced below
-        self.g = nn.Sequential(nn.Linear(obs_dim + d, hidden), nn.LeakyReLU())  # shared e_j
-        self.s = nn.Sequential(nn.Linear(obs_dim, hidden), nn.LeakyReLU())  # shared query input s_i
+        self.g = nn.Sequential(Linear(obs_dim + d, hidden), nn.LeakyReLU())  # shared e_j
+        self.s = nn.Sequential(Linear(obs_dim, hidden), nn.LeakyReLU())  # shared query input s_i
         self.f = mlp([2 * hidden, hidden, 1])  # shared head
 
     def forward(self, obs, act):
@@ -518,9 +563,9 @@ class QMixer(nn.Module):
     def __init__(self, n, state_dim, embed):
         super().__init__()
         self.n, self.embed = n, embed
-        self.hyper_w1 = nn.Linear(state_dim, n * embed)
-        self.hyper_b1 = nn.Linear(state_dim, embed)
-        self.hyper_w2 = nn.Linear(state_dim, embed)
+        self.hyper_w1 = Linear(state_dim, n * embed)
+        self.hyper_b1 = Linear(state_dim, embed)
+        self.hyper_w2 = Linear(state_dim, embed)
         self.V = mlp([state_dim, embed, 1])  # state-dependent bias V(s)
 
     def forward(self, q, state):  # (B, n), (B, S) -> (B,)
@@ -644,10 +689,13 @@ def alpha_value(args, log_alpha, n_updates):
 
 # ----------------------------------------------------------------------------------------------------
 class ReplayBuffer:
-    """Preallocated tensors on the training device; B transitions go in per env step."""
+    """Preallocated tensors on the training device; B transitions go in per env step. A population's
+    buffer (members=K) holds one buffer per member: every tensor and every minibatch has K in front."""
 
-    def __init__(self, size, n, obs_dim, state_dim, d, device, seed=None):
-        z = lambda *shape: torch.zeros(size, *shape, device=device)
+    def __init__(self, size, n, obs_dim, state_dim, d, device, seed=None, members=None):
+        self.lead = () if members is None else (members,)
+        self.rows = () if members is None else (torch.arange(members, device=device)[:, None],)
+        z = lambda *shape: torch.zeros(*self.lead, size, *shape, device=device)
         self.data = dict(obs=z(n, obs_dim), state=z(state_dim), act=z(n, d), rew=z(), next_obs=z(n, obs_dim),
                          next_state=z(state_dim), term=z())
         self.size, self.pos, self.full = size, 0, False
@@ -658,31 +706,32 @@ class ReplayBuffer:
     def __len__(self):
         return self.size if self.full else self.pos
 
-    def add(self, **tr):
-        B = tr["rew"].shape[0]
+    def add(self, **tr):  # each (B, ...), or (K, B, ...) for a population
+        B = tr["rew"].shape[-1]
         idx = (self.pos + torch.arange(B, device=self.data["rew"].device)) % self.size
         for k, v in tr.items():
-            self.data[k][idx] = v.to(self.data[k].dtype)
+            self.data[k][(*self.rows, idx)] = v.to(self.data[k].dtype)
         self.full = self.full or self.pos + B >= self.size
         self.pos = (self.pos + B) % self.size
 
     def sample(self, batch_size):
-        idx = torch.randint(len(self), (batch_size,), generator=self.gen, device=self.gen.device)
-        return {k: v[idx] for k, v in self.data.items()}
+        idx = torch.randint(len(self), (*self.lead, batch_size), generator=self.gen, device=self.gen.device)
+        return {k: v[(*self.rows, idx)] for k, v in self.data.items()}
 
     def state_dict(self, with_gen=True):
         n = len(self)  # only the stored transitions, copied: a slice would drag the whole storage along
-        sd = dict(data={k: v[:n].cpu().clone() for k, v in self.data.items()}, pos=self.pos, full=self.full)
+        sd = dict(data={k: v.narrow(len(self.lead), 0, n).cpu().clone() for k, v in self.data.items()},
+                  pos=self.pos, full=self.full)
         if with_gen:
             sd["gen"] = self.gen.get_state()
         return sd
 
     def load_state_dict(self, sd, restore_gen=True):
-        n = len(next(iter(sd["data"].values())))
+        n = next(iter(sd["data"].values())).shape[len(self.lead)]
         if n > self.size:
             raise ValueError(f"the checkpoint's buffer holds {n} transitions, more than this one's {self.size}")
         for k, v in sd["data"].items():
-            self.data[k][:n] = v.to(self.data[k].device)
+            self.data[k].narrow(len(self.lead), 0, n).copy_(v)
         self.pos, self.full = sd["pos"], sd["full"]
         if restore_gen:
             self.gen.set_state(sd["gen"])
@@ -706,9 +755,10 @@ def mixer_state(args, obs, state):
 
 
 @torch.no_grad()
-def evaluate(actor, env, seed):
+def evaluate(actor, env, seed, members=None):
     """Deterministic decentralised execution, u_i = tanh(mu_i(o_i)): mean return over env.num_envs
-    episodes, run side by side, each copy counted until its first episode ends."""
+    episodes, run side by side, each copy counted until its first episode ends. For a population
+    (members=K, env copies member by member) the list of the K members' mean returns."""
     obs, _ = env.reset(seed=seed)
     ret = torch.zeros(env.num_envs, device=obs.device)
     live = torch.ones(env.num_envs, dtype=torch.bool, device=obs.device)
@@ -716,7 +766,7 @@ def evaluate(actor, env, seed):
         obs, _, r, term, trunc, _ = env.step(to_env(actor.mean(obs), env), check=False)
         ret += r * live
         live &= ~(term | trunc)
-    return ret.mean().item()
+    return ret.mean().item() if members is None else ret.view(members, -1).mean(1).tolist()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -746,13 +796,144 @@ def build(args, env, device, make_q=None):
 
 
 LOSSES = ("actor_loss", "alpha_loss", "critic_loss")
+NETS = ("actor", "critic", "actor_target", "critic_target")
 
 
-def optimise(opt, params, loss, clip, guard, name, n_update):
-    """backward, clip, then the optimiser step, unless the guard finds the loss or gradient non-finite."""
+# ----------------------------------------------------------------------------------------------------
+# Populations (--seeds): K runs in one process. The networks and losses above are written for one run.
+# A population stacks each parameter of its K members along a new leading dimension, and runs a
+# function of one run's networks for all members at once with torch.func.vmap. Everything else that
+# belongs to a member (replay buffer, env copies, returns, losses) carries the member dimension first.
+class Learner(nn.ModuleDict):
+    """One run's networks; calling it runs fn(networks, *args), so vmap can map a whole loss."""
+
+    def forward(self, fn, *args):
+        return fn(self, *args)
+
+
+class Stacked:
+    """The stacked parameters of one of a population's networks, in that network's order."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def parameters(self):
+        return iter(self.tensors)
+
+
+class Population:
+    """K members, each built as a single run is (build()), trained in lockstep: member k's parameters
+    are slice k of every stacked tensor. pop["actor"].parameters() and pop["log_alpha"] feed the
+    optimisers; pop.each(fn, *args) returns fn(member networks, *member args) for every member, with the
+    member dimension first in the args (tensors) and in the results."""
+
+    def __init__(self, members):
+        self.K = len(members)
+        learners = [Learner({k: m[k] for k in NETS}) for m in members]
+        params, buffers = torch.func.stack_module_state(learners)
+        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        self.buffers = buffers
+        self.template = copy.deepcopy(learners[0]).to("meta")  # the shapes, no storage
+        grad = members[0]["log_alpha"].requires_grad
+        self.log_alpha = torch.stack([m["log_alpha"].detach() for m in members]).requires_grad_(grad)  # (K, 1)
+        for name, scale in self.grad_scales(learners[0]).items():  # MAAC's 1/n on its shared modules
+            self.params[name].register_hook(lambda g, scale=scale: g * scale)
+
+    @staticmethod
+    def grad_scales(learner):
+        q = learner["critic"].q
+        shared = getattr(q, "SHARED", ())
+        return {f"critic.q.{k}": q.shared_grad_scale for k, _ in q.named_parameters() if k.split(".")[0] in shared}
+
+    def __getitem__(self, name):
+        if name == "log_alpha":
+            return self.log_alpha
+        return Stacked([v for k, v in self.params.items() if k.startswith(name + ".")])
+
+    def each(self, fn, *args):
+        def one(p, *a):
+            return torch.func.functional_call(self.template, p, (fn, *a))
+
+        in_dims = (0,) + tuple(0 if torch.is_tensor(a) or isinstance(a, dict) else None for a in args)
+        return torch.func.vmap(one, in_dims, randomness="different")({**self.params, **self.buffers}, *args)
+
+    def state_dict(self):  # each network's state_dict with stacked tensors (K, ...)
+        out = {k: {} for k in NETS}
+        for k, v in {**self.params, **self.buffers}.items():
+            net, name = k.split(".", 1)
+            out[net][name] = v.detach()
+        return out
+
+    def load_state_dict(self, sd):
+        with torch.no_grad():
+            for k, v in {**self.params, **self.buffers}.items():
+                net, name = k.split(".", 1)
+                v.copy_(sd[net][name])
+
+    def member(self, k, nets):
+        """Copy member k's weights into one run's networks `nets` (e.g. for evaluation or a member checkpoint)."""
+        sd = self.state_dict()
+        for net in NETS:
+            nets[net].load_state_dict({name: v[k] for name, v in sd[net].items()})
+
+
+class MemberActors:
+    """A population's actors as one actor over flat env tensors (K B, ...): member k acts on copies
+    k B .. (k + 1) B - 1, which are its own."""
+
+    def __init__(self, pop):
+        self.pop = pop
+
+    def _call(self, method, *xs):
+        split = (x.view(self.pop.K, -1, *x.shape[1:]) for x in xs)
+        out = self.pop.each(lambda m, *a: getattr(m["actor"], method)(*a), *split)
+        return tuple(t.flatten(0, 1) for t in out) if isinstance(out, tuple) else out.flatten(0, 1)
+
+    def mean(self, obs):
+        return self._call("mean", obs)
+
+    def sample(self, obs, state):
+        return self._call("sample", obs, state)
+
+    def covariance(self, obs, state):
+        return self._call("covariance", obs, state)
+
+
+def build_population(args, env, device, make_q, seeds):
+    """Member k is initialised as the single run of seeds[k] is (its own torch stream), then stacked."""
+    members = []
+    for seed in seeds:
+        torch.manual_seed(runlib.seed_streams(seed)["torch"])
+        members.append(build(args, env, device, make_q)[0])
+    pop = Population(members)
+    opts = dict(actor=torch.optim.Adam(pop["actor"].parameters(), lr=args.actor_lr),
+                critic=torch.optim.Adam(pop["critic"].parameters(), lr=args.critic_lr))
+    if pop.log_alpha.requires_grad:
+        opts["alpha"] = torch.optim.Adam([pop.log_alpha], lr=args.alpha_lr)
+    return pop, opts
+
+
+def clip_per_member(params, clip):
+    """clip_grad_norm_ for each member of a population: norms (K,) over each member's slice."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.stack([g.flatten(1).norm(dim=1) for g in grads], 1).norm(dim=1)  # (K,)
+    if clip > 0:
+        coef = (clip / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
+    return norm
+
+
+def optimise(opt, params, loss, clip, guard, name, n_update, members=False):
+    """backward, clip, then the optimiser step, unless the guard finds the loss or gradient non-finite.
+    A population's loss is one per member (K,): their sum leaves each member its own gradient, clipped
+    by its own norm, so one Adam over the stacked parameters steps as K separate Adams would."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+    loss.sum().backward()
+    if members:
+        norm = clip_per_member(params, clip)
+    else:
+        norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
     if guard is not None:
         guard.check(name, n_update, loss.detach(), norm)
     opt.step()
@@ -760,34 +941,56 @@ def optimise(opt, params, loss, clip, guard, name, n_update):
 
 def update(args, nets, opts, batch, n_updates, target_entropy, guard=None):
     """Gradient update number n_updates of Algorithm 1, lines 10-20. Returns the losses (tensors, not
-    synced). `guard` (runlib.Guard) sees every loss and gradient norm before its optimiser step."""
-    actor, critic = nets["actor"], nets["critic"]
+    synced). `guard` (runlib.Guard) sees every loss and gradient norm before its optimiser step.
+    `nets` is one run's networks, or a Population: then each(...) runs the loss once per member."""
+    pop = isinstance(nets, Population)
+    each = nets.each if pop else lambda fn, *a: fn(nets, *a)
     alpha = alpha_value(args, nets["log_alpha"], n_updates - 1)
-    # lines 11-13: the joint policy through Q_tot, Eq. (15); the critic's grads it leaves are zeroed below
-    loss_pi, log_prob = policy_loss(batch, actor, critic, alpha, args.policy, args.others_actions,
-                                    args.actor_objective)
-    optimise(opts["actor"], actor.parameters(), loss_pi, args.grad_clip, guard, "actor_loss", n_updates)
+
+    def actor_step(m, batch, alpha):  # lines 11-13: the joint policy through Q_tot, Eq. (15)
+        loss, log_prob = policy_loss(batch, m["actor"], m["critic"], alpha, args.policy, args.others_actions,
+                                     args.actor_objective)
+        return (loss,) if log_prob is None else (loss, log_prob)  # (vmap returns tensors only)
+
+    def alpha_step(m, log_alpha, log_prob):  # the target entropy -nd is the joint policy's
+        return alpha_loss(log_alpha, log_prob if log_prob.dim() == 1 else log_prob.sum(-1), target_entropy)
+
+    def critic_step(m, batch, alpha):  # lines 14-17: Eq. (23)-(24)
+        y = td_target(batch, m["actor"], m["actor_target"], m["critic_target"], alpha, args.gamma, args.policy,
+                      args.next_action, args.td_entropy)
+        return critic_loss(batch, m["critic"], y)
+
+    # the actor's step leaves gradients on the critic too; the critic's optimiser zeroes them below
+    loss_pi, *log_prob = each(actor_step, batch, alpha)  # log_prob: [log pi], or [] if deterministic
+    optimise(opts["actor"], nets["actor"].parameters(), loss_pi, args.grad_clip, guard, "actor_loss", n_updates, pop)
     out = {"actor_loss": loss_pi.detach()}
-    if "alpha" in opts:  # the target entropy -nd is the joint policy's: per-agent log pi are summed
-        joint = log_prob if log_prob.dim() == 1 else log_prob.sum(-1)
-        loss_a = alpha_loss(nets["log_alpha"], joint, target_entropy)
-        optimise(opts["alpha"], [nets["log_alpha"]], loss_a, 0.0, guard, "alpha_loss", n_updates)
+    if "alpha" in opts:
+        loss_a = each(alpha_step, nets["log_alpha"], *log_prob)
+        optimise(opts["alpha"], [nets["log_alpha"]], loss_a, 0.0, guard, "alpha_loss", n_updates, pop)
         out["alpha_loss"] = loss_a.detach()
-    # lines 14-17: Eq. (23)-(24)
-    y = td_target(batch, actor, nets["actor_target"], nets["critic_target"], alpha, args.gamma, args.policy,
-                  args.next_action, args.td_entropy)
-    loss_q = critic_loss(batch, critic, y)
-    optimise(opts["critic"], critic.parameters(), loss_q, args.grad_clip, guard, "critic_loss", n_updates)
+    loss_q = each(critic_step, batch, alpha)
+    optimise(opts["critic"], nets["critic"].parameters(), loss_q, args.grad_clip, guard, "critic_loss", n_updates, pop)
     out["critic_loss"] = loss_q.detach()
     # lines 19-20: target networks, every T updates
     if n_updates % args.target_update_interval == 0:
-        hard_or_soft_update(nets["critic_target"], critic, args.tau)
-        hard_or_soft_update(nets["actor_target"], actor, args.tau)
+        for name in ("critic", "actor"):
+            hard_or_soft_update(nets[name + "_target"], nets[name], args.tau)
     return out
 
 
-def run_name(args):
-    return f"{args.env}__{args.exp_name}__{args.seed}"
+def run_name(args, seed=None):
+    return f"{args.env}__{args.exp_name}__{args.seed if seed is None else seed}"
+
+
+def is_population(args):
+    return len(getattr(args, "seeds", None) or ()) > 1
+
+
+def checkpoint_dir_name(args):
+    """A single run's checkpoint lies in its run folder; a population's in a folder of its own."""
+    if is_population(args):
+        return f"{args.env}__{args.exp_name}__seeds-{'-'.join(map(str, args.seeds))}"
+    return run_name(args)
 
 
 LOG_EVERY = 100  # updates between loss logs; on a GPU also how often the non-finite guard is read
@@ -811,7 +1014,7 @@ def resumed_args(args, resume, make_q):
         if k in getattr(args, "explicit", RESUME_MAY_SET) or k in ("resume", "no_progress"):
             setattr(new, k, getattr(args, k))
     run_dir = os.path.dirname(os.path.abspath(args.resume))
-    if "runs_dir" not in getattr(args, "explicit", ()) and os.path.basename(run_dir) == run_name(new):
+    if "runs_dir" not in getattr(args, "explicit", ()) and os.path.basename(run_dir) == checkpoint_dir_name(new):
         new.runs_dir = os.path.dirname(run_dir)  # continue where the checkpoint lies, even if it was moved
     was_cuda = bool(saved.get("cuda"))
     if args.cuda is None:
@@ -826,8 +1029,8 @@ def resumed_args(args, resume, make_q):
 
 
 def train(args, make_q=None):
-    """Algorithm 1. Returns the run folder. `make_q(args, n, obs_dim, d)` replaces the per-agent
-    critic (baselines.py uses it for MAAC's)."""
+    """Algorithm 1. Returns the run folder (a population's: the list of its members' folders).
+    `make_q(args, n, obs_dim, d)` replaces the per-agent critic (baselines.py uses it for MAAC's)."""
     from torch.utils.tensorboard import SummaryWriter
 
     resume = runlib.load_checkpoint(args.resume) if args.resume else None
@@ -838,43 +1041,60 @@ def train(args, make_q=None):
     if args.total_steps is None:
         args.total_steps = DEFAULT_STEPS[args.env]
     device = torch.device("cuda" if args.cuda else "cpu")
-    streams = runlib.seed_streams(args.seed)  # one seed per random stream, README "Seeds"
+    # --seeds: K runs as one population; member k owns env copies k B .. (k + 1) B - 1 (one seed: a single run)
+    seeds = args.seeds or [args.seed]
+    pop, K = len(seeds) > 1, len(seeds)
+    split = (lambda x: x.view(K, -1, *x.shape[1:])) if pop else (lambda x: x)  # (K B, ...) -> (K, B, ...)
+    streams = runlib.seed_streams(*seeds)  # one seed per random stream, README "Seeds"
     runlib.seed_globals(streams)
     torch.use_deterministic_algorithms(not args.cuda)  # same seed, same curve (on CPU)
 
-    env = make_env(args, args.num_envs, device)
-    eval_env = make_env(args, args.eval_episodes, device)
+    env = make_env(args, K * args.num_envs, device)
+    eval_env = make_env(args, K * args.eval_episodes, device)
     n, d = env.n_agents, env.act_dim
-    nets, opts = build(args, env, device, make_q)
+    if pop:
+        nets, opts = build_population(args, env, device, make_q, seeds)
+        actor = MemberActors(nets)
+    else:
+        nets, opts = build(args, env, device, make_q)
+        actor = nets["actor"]
     S = n * env.obs_dim if args.mixer_state == "obs" else env.state_dim
-    rb = ReplayBuffer(args.buffer_size, n, env.obs_dim, S, d, device, seed=streams["replay"])
+    rb = ReplayBuffer(args.buffer_size, n, env.obs_dim, S, d, device, seed=streams["replay"],
+                      members=K if pop else None)
     target_entropy = -float(n * d)
-    run_dir = os.path.join(args.runs_dir, run_name(args))
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    run_dirs = [os.path.join(args.runs_dir, run_name(args, seed)) for seed in seeds]
+    ckpt_dir = os.path.join(args.runs_dir, checkpoint_dir_name(args))
+    for folder in (*run_dirs, ckpt_dir):
+        os.makedirs(folder, exist_ok=True)
+    ckpt_path = os.path.join(ckpt_dir, "checkpoint.pt")
 
-    step, n_updates, evals, covs, updates_owed = 0, 0, [], [], 0.0
+    step, n_updates, updates_owed = 0, 0, 0.0
+    evals, covs = [[] for _ in seeds], [[] for _ in seeds]  # per member
     obs, state = env.reset(seed=streams["env"])
     state = mixer_state(args, obs, state)
-    ep_ret = torch.zeros(args.num_envs, device=device)  # returns stay on the device until logged
-    ret_sum, ret_count = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
+    ep_ret = torch.zeros(K * args.num_envs, device=device)  # returns stay on the device until logged
+    ret_sum, ret_count = torch.zeros(K, device=device), torch.zeros(K, dtype=torch.long, device=device)
     if resume is not None:
-        for k in ("actor", "critic", "actor_target", "critic_target"):
-            nets[k].load_state_dict(resume[k])
+        if pop:
+            nets.load_state_dict(resume)
+        else:
+            for k in NETS:
+                nets[k].load_state_dict(resume[k])
         with torch.no_grad():
             nets["log_alpha"].copy_(resume["log_alpha"])
         for k, opt in opts.items():
             opt.load_state_dict(resume["opt_" + k])
         rb.load_state_dict(resume["buffer"], restore_gen=not cross_device)
         env.load_state_dict(resume["env"], restore_gen=not cross_device)
-        step, n_updates, evals = resume["step"], resume["n_updates"], resume["evals"]
-        covs = [(s, torch.as_tensor(c)) for s, c in resume["covs"]]
+        step, n_updates = resume["step"], resume["n_updates"]
+        evals = resume["evals"] if pop else [resume["evals"]]
+        covs = [[(s, torch.as_tensor(c)) for s, c in member] for member in (resume["covs"] if pop else [resume["covs"]])]
         updates_owed = resume.get("updates_owed", 0.0)
         obs, state, ep_ret = (resume[k].to(device) for k in ("obs", "state", "ep_ret"))
         if "ret_sum" in resume:
-            ret_sum, ret_count = resume["ret_sum"].to(device), resume["ret_count"].to(device)
+            ret_sum, ret_count = resume["ret_sum"].to(device).reshape(K), resume["ret_count"].to(device).reshape(K)
         if cross_device:  # new streams, drawn from the seed and the step, so a re-run repeats them
-            fresh = runlib.seed_streams(args.seed, step)
+            fresh = runlib.seed_streams(*seeds, step)
             runlib.seed_globals(fresh)
             rb.gen.manual_seed(fresh["replay"])
             env.gen.manual_seed(fresh["env"])
@@ -887,59 +1107,72 @@ def train(args, make_q=None):
             torch.set_rng_state(resume["torch_rng"])
         print(f"resumed {args.resume} at step {step:,}")
 
-    writer = SummaryWriter(run_dir, purge_step=step or None)  # a resumed run overwrites what came after
     settings = {k: v for k, v in sorted(vars(args).items()) if k != "explicit"}
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in settings.items()))
+    writers = []
+    for seed, folder in zip(seeds, run_dirs):
+        writers.append(SummaryWriter(folder, purge_step=step or None))  # a resumed run overwrites what came after
+        table = {**settings, "seed": seed} if pop else settings
+        writers[-1].add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
     if resume is None:
         print("settings: " + " ".join(f"{runlib.flag(k)}={v}" for k, v in settings.items()), flush=True)
+        if pop:
+            print(f"population of {K} runs, one process: {', '.join(run_dirs)}; checkpoint {ckpt_path}", flush=True)
     guard = runlib.Guard(LOSSES, device)
 
     def checkpoint():
         guard.raise_if_bad()  # never overwrite a finite checkpoint with a poisoned state
+        weights = nets.state_dict() if pop else {k: nets[k].state_dict() for k in NETS}
         runlib.save_checkpoint(
             ckpt_path, args=settings, method=getattr(args, "algo", "iac"), step=step, n_updates=n_updates,
-            evals=evals, covs=covs, updates_owed=updates_owed, buffer=rb.state_dict(), env=env.state_dict(),
-            obs=obs, state=state, ep_ret=ep_ret, ret_sum=ret_sum, ret_count=ret_count,
-            rng=runlib.global_rng_state(device), log_alpha=nets["log_alpha"].detach(),
-            **{k: nets[k].state_dict() for k in ("actor", "critic", "actor_target", "critic_target")},
-            **{"opt_" + k: o.state_dict() for k, o in opts.items()})
+            evals=evals if pop else evals[0], covs=covs if pop else covs[0], updates_owed=updates_owed,
+            buffer=rb.state_dict(), env=env.state_dict(), obs=obs, state=state, ep_ret=ep_ret, ret_sum=ret_sum,
+            ret_count=ret_count, rng=runlib.global_rng_state(device), log_alpha=nets["log_alpha"].detach(),
+            **weights, **{"opt_" + k: o.state_dict() for k, o in opts.items()})
 
     # The logging points: the only places that read values back from the device.
+    header = ["step", "eval_return"] + [f"u{i}_{k}" for i in range(n) for k in range(d)]
+
     def log_eval():
-        ret = evaluate(nets["actor"], eval_env, seed=streams["eval_env"])
+        rets = evaluate(actor, eval_env, seed=streams["eval_env"], members=K if pop else None)
+        rets = rets if pop else [rets]
         o0, s0 = eval_env.reset(seed=streams["eval_env"])
-        with torch.no_grad():  # where the deterministic joint action sits (Fig. 2's trajectory)
-            mean_act = to_env(nets["actor"].mean(o0[:1]), eval_env)[0].flatten().tolist()
-        evals.append((step, ret, *mean_act))
-        writer.add_scalar("eval/episodic_return", ret, step)
-        runlib.write_csv(os.path.join(run_dir, "eval.csv"), ["step", "eval_return"] + [
-            f"u{i}_{k}" for i in range(n) for k in range(d)], evals)
-        if args.policy != "deterministic":  # Fig. 5: Sigma averaged over the eval start states
-            with torch.no_grad():
-                covs.append((step, nets["actor"].covariance(o0, mixer_state(args, o0, s0)).mean(0).cpu()))
-            np.savez(os.path.join(run_dir, "covariance.npz"), step=np.array([c[0] for c in covs]),
-                     sigma=torch.stack([c[1] for c in covs]).numpy())
-        return ret
+        with torch.no_grad():  # where the deterministic joint action sits (Fig. 2's trajectory), per member
+            first = split(to_env(actor.mean(o0), eval_env))
+            first = first[:, 0] if pop else first[:1]  # (K, n, d)
+            if args.policy != "deterministic":  # Fig. 5: Sigma averaged over the eval start states
+                cov = split(actor.covariance(o0, mixer_state(args, o0, s0))).mean(-3).cpu()
+                cov = cov if pop else cov[None]
+        for k, folder in enumerate(run_dirs):
+            evals[k].append((step, rets[k], *first[k].flatten().tolist()))
+            writers[k].add_scalar("eval/episodic_return", rets[k], step)
+            runlib.write_csv(os.path.join(folder, "eval.csv"), header, evals[k])
+            if args.policy != "deterministic":
+                covs[k].append((step, cov[k]))
+                np.savez(os.path.join(folder, "covariance.npz"), step=np.array([c[0] for c in covs[k]]),
+                         sigma=torch.stack([c[1] for c in covs[k]]).numpy())
+        return sum(rets) / K
 
     def log_train_return():  # the mean return of the training episodes that ended since the last call
-        count = int(ret_count)
-        if not count:
-            return None
-        mean = float(ret_sum) / count
-        writer.add_scalar("charts/episodic_return", mean, step)
+        means = [(s / c if c else None) for s, c in zip(ret_sum.tolist(), ret_count.tolist())]
+        for mean, writer in zip(means, writers):
+            if mean is not None:
+                writer.add_scalar("charts/episodic_return", mean, step)
         ret_sum.zero_()
         ret_count.zero_()
-        return mean
+        ended = [m for m in means if m is not None]
+        return sum(ended) / len(ended) if ended else None
 
     def log_losses(losses):
         guard.raise_if_bad()
-        for k, v in losses.items():
-            writer.add_scalar(f"losses/{k}", v.item(), step)
-        writer.add_scalar("losses/alpha", float(alpha_value(args, nets["log_alpha"], n_updates)), step)
+        values = {k: v.reshape(K).tolist() for k, v in losses.items()}
+        values["alpha"] = torch.as_tensor(alpha_value(args, nets["log_alpha"], n_updates)).reshape(-1).expand(K).tolist()
+        for k, writer in enumerate(writers):
+            for name, v in values.items():
+                writer.add_scalar(f"losses/{name}", v[k], step)
 
     progress = runlib.Progress(args.total_steps, not args.no_progress)
     last_train_ret = last_eval = None
-    if not evals:
+    if not evals[0]:
         last_eval = log_eval()
     t0, step0 = time.time(), step
     try:
@@ -947,20 +1180,21 @@ def train(args, make_q=None):
             # Algorithm 1 line 6: u ~ pi(. | o, s), Eq. (14); uniform random during a --learning-starts warm-up
             with torch.no_grad():
                 if step < args.learning_starts:
-                    act = torch.rand(args.num_envs, n, d, device=device) * 2 - 1
+                    act = torch.rand(K * args.num_envs, n, d, device=device) * 2 - 1
                 elif args.policy == "deterministic":
-                    act = nets["actor"].mean(obs)
+                    act = actor.mean(obs)
                     act = (act + args.exploration_noise * torch.randn_like(act)).clamp(-1, 1)
                 else:  # with --squash none the raw sample is clipped here (authors: agent.py:56)
-                    act = nets["actor"].sample(obs, state)[0].clamp(-1, 1)
+                    act = actor.sample(obs, state)[0].clamp(-1, 1)
             next_obs, next_state, rew, term, trunc, info = env.step(to_env(act, env), check=False)
             # lines 7-8; bootstrapping sees the episode's own last observation, not the reset one
-            rb.add(obs=obs, state=state, act=act, rew=rew, next_obs=info["final_obs"],
-                   next_state=mixer_state(args, info["final_obs"], info["final_state"]), term=term.float())
+            final_state = mixer_state(args, info["final_obs"], info["final_state"])
+            rb.add(obs=split(obs), state=split(state), act=split(act), rew=split(rew),
+                   next_obs=split(info["final_obs"]), next_state=split(final_state), term=split(term.float()))
             ep_ret += rew
             done = term | trunc
-            ret_sum += (ep_ret * done).sum()
-            ret_count += done.sum()
+            ret_sum += split(ep_ret * done).sum(-1)
+            ret_count += split(done).sum(-1)
             ep_ret *= ~done
             obs, state = next_obs, mixer_state(args, next_obs, next_state)
             step += args.num_envs
@@ -978,16 +1212,20 @@ def train(args, make_q=None):
                 ret = log_train_return()
                 last_train_ret = last_train_ret if ret is None else ret
                 last_eval = log_eval()
-                writer.add_scalar("charts/SPS", (step - step0) / (time.time() - t0), step)
+                for writer in writers:
+                    writer.add_scalar("charts/SPS", (step - step0) / (time.time() - t0), step)
             if args.save_model and step // args.checkpoint_every != (step - args.num_envs) // args.checkpoint_every:
                 checkpoint()
             if progress.due():
                 progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
     except runlib.NonFinite as e:
-        writer.close()
+        for writer in writers:
+            writer.close()
         what = f"non-finite {e.name} at gradient update {e.n_update:,} (env step {step:,} or before)"
         if guard.eager:
             what = f"non-finite {e.name} at env step {step:,} (gradient update {e.n_update:,})"
+        if pop:
+            what += f" in a member of the population (seeds {','.join(map(str, seeds))}; all stop)"
         if guard.eager:  # raised before the optimiser step: the weights are the last finite ones
             guard = runlib.Guard(LOSSES, device)  # (its checkpoint() check passes: nothing is poisoned)
             checkpoint()
@@ -1009,30 +1247,36 @@ def train(args, make_q=None):
         print()
     if args.save_model:
         checkpoint()
-    writer.close()
-    return run_dir
+    for writer in writers:
+        writer.close()
+    return run_dirs if pop else run_dirs[0]
 
 
 def eval_only(args):
+    """Evaluate a checkpoint's policy; a population's checkpoint, every member in turn. Returns the mean
+    return (a population's: the list of its members')."""
     ckpt = runlib.load_checkpoint(args.checkpoint)
     targs = argparse.Namespace(**checkpoint_args(ckpt))
     device = torch.device("cuda" if args.cuda else "cpu")
+    if args.capture_video and targs.env not in ("predator_prey", "po_predator_prey"):
+        sys.exit("error: --capture-video draws predator-prey only")
     env = make_env(targs, args.eval_episodes, device)
-    actor = make_actor(targs, env)
-    actor.load_state_dict(ckpt["actor"])
-    actor.to(device)
-    ret = evaluate(actor, env, seed=args.seed)
-    print(f"{targs.env} {targs.exp_name} step {ckpt['step']:,}: mean deterministic return "
-          f"{ret:.2f} over {args.eval_episodes} episodes")
-    if args.capture_video:
-        if targs.env not in ("predator_prey", "po_predator_prey"):
-            sys.exit("error: --capture-video draws predator-prey only")
-        path = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.gif")
-        import plots
+    actor = make_actor(targs, env).to(device)
+    pop = is_population(targs)
+    rets = []
+    for k, seed in enumerate(targs.seeds if pop else [targs.seed]):
+        actor.load_state_dict({name: v[k] for name, v in ckpt["actor"].items()} if pop else ckpt["actor"])
+        rets.append(evaluate(actor, env, seed=args.seed))
+        print(f"{run_name(targs, seed)} step {ckpt['step']:,}: mean deterministic return "
+              f"{rets[-1]:.2f} over {args.eval_episodes} episodes")
+        if args.capture_video:
+            name = f"eval-{seed}.gif" if pop else "eval.gif"
+            path = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), name)
+            import plots
 
-        plots.render_gif(actor, make_env(targs, 1, device), args.seed, path, to_env)
-        print(f"wrote {path}")
-    return ret
+            plots.render_gif(actor, make_env(targs, 1, device), args.seed, path, to_env)
+            print(f"wrote {path}")
+    return rets if pop else rets[0]
 
 
 def main(argv=None):

@@ -10,9 +10,10 @@ Tiers (time measured on the hardware named):
   --paper    the paper's budget (authors' code): 2M env steps per run, one update per env step,
              batch 256, 100-step predator-prey episodes, 5 seeds. For GPUs (--cuda is passed).
 
-Every training run is a plain `python iac.py ...` or `python baselines.py ...` command (`--list`
-prints them, one per line, for a cluster scheduler). Runs write under runs/reproduce/<tier>/; a run
-counts as complete when its eval.csv reaches its last step. Re-running skips complete runs, resumes
+Every training job is a plain `python iac.py ...` or `python baselines.py ...` command (`--list`
+prints them, one per line, for a cluster scheduler). The seeds of one curve (env, method) train as one
+population (`--seeds 1,2,...`: one process, README "Populations"); Simple World's runs train one by one.
+Runs write under runs/reproduce/<tier>/; a run counts as complete when its eval.csv reaches its last step. Re-running skips complete runs, resumes
 interrupted ones from their checkpoint (or restarts them if none was written), then copies the results
 of every complete run into figures/<tier>/data/ (committed) and draws every figure from what is there,
 saying on each how many seeds it holds.
@@ -83,6 +84,31 @@ def runs_for(tier, seeds, runs_root=os.path.join("runs", "reproduce")):
     return runs
 
 
+def jobs_for(runs, data_dir=None):
+    """The training jobs for `runs` (those not complete, if data_dir is given): the seeds of one env and
+    method as one population command, Simple World's runs (whose landscape needs a checkpoint of its own)
+    one by one. Each job: name, members (runs), cmd, ckpt (where it checkpoints), steps."""
+    groups = {}
+    for r in runs:
+        if data_dir is not None and complete(r, data_dir):
+            continue
+        groups.setdefault(r["name"] if r["env"] == "simple_world" else (r["env"], r["exp"]), []).append(r)
+    jobs = []
+    for members in groups.values():
+        first = members[0]
+        if len(members) == 1:
+            jobs.append(dict(name=first["name"], members=members, cmd=first["cmd"], steps=first["steps"],
+                             ckpt=os.path.join(first["dir"], "checkpoint.pt")))
+            continue
+        seeds = [str(r["seed"]) for r in members]
+        at = first["cmd"].index("--seed")
+        cmd = first["cmd"][:at] + ["--seeds", ",".join(seeds)] + first["cmd"][at + 2:]
+        name = f"{first['env']}__{first['exp']}__seeds-{'-'.join(seeds)}"
+        jobs.append(dict(name=name, members=members, cmd=cmd, steps=first["steps"],
+                         ckpt=os.path.join(os.path.dirname(first["dir"]), name, "checkpoint.pt")))
+    return jobs
+
+
 def last_step(path):
     """Last step in an eval.csv, or -1."""
     try:
@@ -98,19 +124,19 @@ def complete(run, data_dir):
             or last_step(os.path.join(run["dir"], "eval.csv")) >= run["steps"])
 
 
-def execute(run, log_dir):
-    """Run (or resume) one training; its output goes to a log file. Returns (name, ok, seconds)."""
-    cmd = [sys.executable, os.path.join(HERE, run["cmd"][1]), *run["cmd"][2:]]  # paths stay the caller's
-    ckpt = os.path.join(run["dir"], "checkpoint.pt")
+def execute(job, log_dir):
+    """Run (or resume) one training job; its output goes to a log file. Returns (job, ok, seconds)."""
+    cmd = [sys.executable, os.path.join(HERE, job["cmd"][1]), *job["cmd"][2:]]  # paths stay the caller's
+    ckpt = job["ckpt"]
     if os.path.isfile(ckpt):  # interrupted before: continue from the last checkpoint (iac.py or baselines.py)
-        cmd = [sys.executable, cmd[1], "--resume", ckpt, "--total-steps", str(run["steps"]), "--no-progress"]
+        cmd = [sys.executable, cmd[1], "--resume", ckpt, "--total-steps", str(job["steps"]), "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per job
     t0 = time.time()
-    with open(os.path.join(log_dir, run["name"] + ".log"), "w") as log:
+    with open(os.path.join(log_dir, job["name"] + ".log"), "w") as log:
         log.write(shlex.join(cmd) + "\n")
         log.flush()
         ok = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode == 0
-    return run["name"], ok, time.time() - t0
+    return job, ok, time.time() - t0
 
 
 def collect(run, data_dir):
@@ -183,8 +209,8 @@ def main(argv=None):
         runlib.check_out_dir(p, "runs_dir", args.runs_dir)
     runs = runs_for(args.tier, seeds, args.runs_dir)
     if args.list:
-        for r in runs:
-            print(shlex.join(r["cmd"]))
+        for job in jobs_for(runs):
+            print(shlex.join(job["cmd"]))
         return
     out_dir = os.path.join(args.out, args.tier)
     data_dir = os.path.join(out_dir, "data")
@@ -194,17 +220,19 @@ def main(argv=None):
     t_start = time.time()
     if not args.plot_only:
         tables(out_dir)
-        todo = [r for r in runs if not complete(r, data_dir)]
-        print(f"{args.tier} tier: {len(runs)} runs, {len(runs) - len(todo)} already complete, "
-              f"{len(todo)} to run with {args.jobs} job(s); logs in {log_dir}", flush=True)
+        todo = jobs_for(runs, data_dir)
+        n_todo = sum(len(job["members"]) for job in todo)
+        print(f"{args.tier} tier: {len(runs)} runs, {len(runs) - n_todo} already complete, {n_todo} to run as "
+              f"{len(todo)} job(s), {args.jobs} at a time; logs in {log_dir}", flush=True)
         failed = []
         with cf.ThreadPoolExecutor(args.jobs) as pool:
-            for i, (name, ok, secs) in enumerate(pool.map(lambda r: execute(r, log_dir), todo), 1):
-                print(f"[{i}/{len(todo)}] {name}: {'done' if ok else 'FAILED'} in {secs:.0f}s", flush=True)
+            for i, (job, ok, secs) in enumerate(pool.map(lambda j: execute(j, log_dir), todo), 1):
+                print(f"[{i}/{len(todo)}] {job['name']}: {'done' if ok else 'FAILED'} in {secs:.0f}s", flush=True)
                 if ok:
-                    collect(next(r for r in todo if r["name"] == name), data_dir)
+                    for r in job["members"]:
+                        collect(r, data_dir)
                 else:
-                    failed.append(name)
+                    failed.append(job["name"])
         if failed:
             print(f"{len(failed)} run(s) failed; see their logs in {log_dir}: {', '.join(failed)}", file=sys.stderr)
     for r in runs:  # also runs finished elsewhere (--list on a cluster)
@@ -216,7 +244,7 @@ def main(argv=None):
     if not args.plot_only:
         with open(os.path.join(out_dir, "timing.json"), "w") as f:
             json.dump(dict(tier=args.tier, seconds=round(time.time() - t_start), jobs=args.jobs,
-                           cpus=os.cpu_count(), runs_trained=len(todo)), f)
+                           cpus=os.cpu_count(), runs_trained=n_todo, jobs_trained=len(todo)), f)
     print(f"figures in {out_dir}/ ({time.time() - t_start:.0f}s)")
     return out_dir
 

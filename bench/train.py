@@ -1,11 +1,12 @@
-"""Cost of the training loop around the gradient updates, measured in one run.
+"""Training cost of a population (--seeds) of K runs against K single runs, on one CPU thread.
 
-    python bench/train.py [--env predator_prey] [--updates 1000] [flags of iac.py ...]
+    OMP_NUM_THREADS=1 python bench/train.py [--algos iac,ddpg_mix] [--members 1,2,5,10] [--steps 400]
 
-Times `iac.train` (env stepping, action sampling, replay, logging, evaluation at the start only) and
-a bare loop that calls the same `iac.update` on minibatches of the same shapes, for the same number of
-updates, and prints updates per second of each and the loop's overhead over the bare updates. Imports
-that `iac.train` triggers once (tensorboard, torch's inductor) are loaded before timing.
+Each point trains predator-prey in-process twice, for 300 and for 300 + --steps env steps (one update
+per step, minibatch 256, updates from step 256), and takes the difference, so set-up and the first
+evaluation cancel out. A population's cost per run is its cost per env step divided by K. K separate
+processes sharing the same core cost K times a single run at best, so "per run vs K = 1" is also the
+saving over them. Keep the machine otherwise idle: the numbers are wall-clock.
 """
 
 import argparse
@@ -16,59 +17,44 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import baselines  # noqa: E402
 import iac  # noqa: E402
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--updates", type=int, default=1000, help="gradient updates timed in each loop")
-    p.add_argument("--env", default="predator_prey", help="environment, as in iac.py")
-    known, rest = p.parse_known_args()
-    starts = 256
-    with tempfile.TemporaryDirectory() as tmp:
-        flags = ["--env", known.env, "--total-steps", str(starts + known.updates), "--learning-starts",
-                 str(starts), "--eval-every", str(10**9), "--runs-dir", tmp, "--no-progress", *rest]
-        args = iac.parse_args(flags)
-        device = "cuda" if args.cuda else "cpu"
-        # one-off imports iac.train triggers (tensorboard; torch._inductor, which
-        # use_deterministic_algorithms loads) take seconds: start-up, not loop, so load them first
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+def seconds(algo, K, steps, runs_dir):
+    argv = ["--env", "predator_prey", "--total-steps", str(steps), "--eval-every", "1000000", "--eval-episodes", "1",
+            "--batch-size", "256", "--runs-dir", runs_dir, "--no-progress", "--exp-name", f"{algo}{K}-{steps}"]
+    argv += ["--seeds", ",".join(str(s) for s in range(1, K + 1))] if K > 1 else ["--seed", "1"]
+    t = time.perf_counter()
+    if algo == "iac":
+        iac.main(argv)
+    else:
+        baselines.main(["--algo", algo, *argv])
+    return time.perf_counter() - t
 
-        torch.use_deterministic_algorithms(False)
-        # the real loop
-        t0 = time.perf_counter()
-        iac.train(args)
-        if args.cuda:
-            torch.cuda.synchronize()
-        t_loop = time.perf_counter() - t0
-        # the bare updates: same networks, optimisers and minibatch shapes, data already in memory
-        args = iac.parse_args(flags)
-        args.total_steps = starts + known.updates
-        env = iac.make_env(args, 1, device)
-        nets, opts = iac.build(args, env, device)
-        rb = iac.ReplayBuffer(args.buffer_size, env.n_agents, env.obs_dim, env.state_dim, env.act_dim, device)
-        B = 4096
-        rb.add(obs=torch.randn(B, env.n_agents, env.obs_dim, device=device),
-               state=torch.randn(B, env.state_dim, device=device),
-               act=torch.rand(B, env.n_agents, env.act_dim, device=device) * 2 - 1,
-               rew=torch.randn(B, device=device), next_obs=torch.randn(B, env.n_agents, env.obs_dim, device=device),
-               next_state=torch.randn(B, env.state_dim, device=device), term=torch.zeros(B, device=device))
-        ent = -float(env.n_agents * env.act_dim)
-        t0 = time.perf_counter()
-        for i in range(known.updates):
-            iac.update(args, nets, opts, rb.sample(args.batch_size), i + 1, ent)
-        if args.cuda:
-            torch.cuda.synchronize()
-        t_bare = time.perf_counter() - t0
-    n = known.updates
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {device}, env {known.env}, "
-          f"{' '.join(rest) or 'default flags'}")
-    print(f"| loop                         | updates/s |\n|------------------------------|-----------|")
-    print(f"| iac.train (whole loop)       | {n / t_loop:9.1f} |")
-    print(f"| bare iac.update calls        | {n / t_bare:9.1f} |")
-    print(f"loop overhead over the bare updates: {100 * (t_loop / t_bare - 1):+.1f}% "
-          f"(includes building the networks, the first evaluation and {starts} random-action steps)")
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", default="iac,ddpg_mix")
+    p.add_argument("--members", default="1,2,5,10")
+    p.add_argument("--steps", type=int, default=400)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for algo in a.algos.split(","):
+            base = None
+            for K in map(int, a.members.split(",")):
+                dt = seconds(algo, K, 300 + a.steps, runs_dir) - seconds(algo, K, 300, runs_dir)
+                per_run = dt / a.steps / K * 1e3  # ms per env step (and update) per run
+                base = base or per_run
+                rows.append((algo, K, per_run, 1e3 / per_run, per_run / base))
+                print(f"{algo} K={K}: {per_run:.1f} ms per step per run", file=sys.stderr, flush=True)
+    print("| method | K | ms per env step + update, per run | updates/s per run | per run vs K = 1 |")
+    print("|---|---|---|---|---|")
+    for algo, K, ms, ups, ratio in rows:
+        print(f"| {algo} | {K} | {ms:.1f} | {ups:.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

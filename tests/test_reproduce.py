@@ -54,31 +54,38 @@ def test_quick_tier_draws_every_table_and_figure(quick):
     assert {r["algo"] for r in fig6} == {f"{a}-n{n}-graded" for a in ("iac", "siaq") for n in (3, 5, 7)}
 
 
-def test_rerun_resumes_the_interrupted_run_and_skips_complete_ones(quick):
+def test_rerun_resumes_the_interrupted_population_and_skips_complete_runs(quick):
     root, out = quick
     runs = reproduce.runs_for("quick", 2, str(root / "runs"))
-    victim = next(r for r in runs if r["name"] == "predator_prey__iac__2")
+    victims = [r for r in runs if r["env"] == "predator_prey" and r["algo"] == "iac"]
     data = os.path.join(out, "data")
-    # the victim was interrupted halfway: its results are gone and only a half-way checkpoint is left
-    for d in (os.path.join(data, victim["name"]), victim["dir"]):
-        subprocess.run(["rm", "-rf", d], check=True)
-    cmd = [sys.executable, *victim["cmd"][1:]]
+    # both seeds' curves were interrupted halfway: results gone, only the population's half-way checkpoint left
+    for r in victims:
+        for d in (os.path.join(data, r["name"]), r["dir"]):
+            subprocess.run(["rm", "-rf", d], check=True)
+    (job,) = reproduce.jobs_for(victims)
+    assert "--seeds" in job["cmd"] and job["cmd"][job["cmd"].index("--seeds") + 1] == "1,2"
+    cmd = [sys.executable, *job["cmd"][1:]]
     cmd[cmd.index("--total-steps") + 1] = "300"
     subprocess.run(cmd, check=True, cwd=os.path.dirname(reproduce.__file__), capture_output=True)
-    others = {r["name"]: os.path.getmtime(os.path.join(data, r["name"], "eval.csv")) for r in runs if r is not victim}
+    assert os.path.isfile(job["ckpt"])
+    others = {r["name"]: os.path.getmtime(os.path.join(data, r["name"], "eval.csv")) for r in runs if r not in victims}
     reproduce.main(["--quick", "--jobs", "2", "--out", str(root / "figures"), "--runs-dir", str(root / "runs")])
-    log = open(os.path.join(root, "runs", "quick", "logs", victim["name"] + ".log")).read()
+    log = open(os.path.join(root, "runs", "quick", "logs", job["name"] + ".log")).read()
     assert "--resume" in log.splitlines()[0] and "resumed" in log
-    assert reproduce.last_step(os.path.join(data, victim["name"], "eval.csv")) == victim["steps"]
+    for r in victims:
+        assert reproduce.last_step(os.path.join(data, r["name"], "eval.csv")) == r["steps"]
     for name, mtime in others.items():  # nothing else was trained again
         assert os.path.getmtime(os.path.join(data, name, "eval.csv")) == mtime, name
 
 
-def test_list_prints_one_command_per_run(capsys):
+def test_list_prints_one_command_per_population(capsys):
     reproduce.main(["--quick", "--list"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(reproduce.runs_for("quick", 2)) == 60
+    # 60 runs of 2 seeds: 6 Simple World runs one by one, the other 54 as 27 populations of both seeds
+    assert len(reproduce.runs_for("quick", 2)) == 60 and len(lines) == 6 + 27
     assert all(line.startswith(("python iac.py", "python baselines.py --algo")) for line in lines)
+    assert sum("--seeds 1,2" in line for line in lines) == 27
 
 
 def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path):
