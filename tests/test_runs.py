@@ -354,7 +354,8 @@ def _forbid_syncs(monkeypatch):
 
 
 @pytest.mark.parametrize("algo, flags", [(None, []), (None, ["--preset", "authors", "--num-envs", "2"]),
-                                         ("maac", []), ("ddpg_mix", ["--learning-starts", "20"])])
+                                         ("maac", []), ("ddpg_mix", ["--learning-starts", "20"]),
+                                         (None, ["--seeds", "1,2"]), ("maac", ["--seeds", "1,2"])])
 def test_no_host_sync_per_update_or_env_step(algo, flags, tmp_path, monkeypatch):
     hits = _forbid_syncs(monkeypatch)
     run(["--env", "predator_prey", "--total-steps", "320", "--save-model", "--checkpoint-every", "150",
@@ -395,6 +396,19 @@ def test_cuda_no_host_sync_per_update_or_env_step(tmp_path, monkeypatch):
     run(["--env", "predator_prey", "--cuda", "--total-steps", "320", "--save-model", "--checkpoint-every", "150",
          "--runs-dir", str(tmp_path), *TINY, "--eval-every", "150"])
     assert hits == []
+
+
+@needs_gpu
+def test_cuda_population_resumes_exactly_without_host_syncs(tmp_path, monkeypatch):
+    common = ["--env", "predator_prey", "--cuda", "--seeds", "1,2", "--save-model", "--checkpoint-every", "1000", *TINY]
+    full = run([*common, "--total-steps", "150", "--runs-dir", str(tmp_path / "full")])
+    run([*common, "--total-steps", "90", "--runs-dir", str(tmp_path / "part")])
+    hits = _forbid_syncs(monkeypatch)
+    resumed = run(["--resume", str(tmp_path / "part" / "predator_prey__iac__seeds-1-2" / "checkpoint.pt"),
+                   "--total-steps", "150"])
+    assert hits == []
+    for a, b in zip(full, resumed):
+        assert open(os.path.join(a, "eval.csv")).read() == open(os.path.join(b, "eval.csv")).read()
 
 
 @needs_gpu
