@@ -40,15 +40,33 @@ cells=(
   "attn_qmix|baselines.py --algo attn_qmix"
 )
 fi
+# POP=1: the seeds of a cell that are left train as one population (--seeds, one process, README
+# "Populations"); POP=0 (default): one process per seed.
+POP=${POP:-0}
 for cell in "${cells[@]}"; do      # cell by cell, so that each finished cell has all its seeds
+  name=${cell%%|*}
+  cmd=${cell#*|}
+  script=${cmd%% *}
+  todo=()
   for seed in $SEEDS; do
-    name=${cell%%|*}
-    cmd=${cell#*|}
-    dir="$RUNS/predator_prey__${name}__${seed}"
-    last=$(tail -n 1 "$dir/eval.csv" 2>/dev/null | cut -d, -f1 || true)
+    last=$(tail -n 1 "$RUNS/predator_prey__${name}__${seed}/eval.csv" 2>/dev/null | cut -d, -f1 || true)
     if [[ "$last" =~ ^[0-9]+$ ]] && (( last >= STEPS )); then continue; fi
+    todo+=("$seed")
+  done
+  if [[ "$POP" == 1 ]] && (( ${#todo[@]} > 1 )); then
+    ckpt="$RUNS/predator_prey__${name}__seeds-$(IFS=-; echo "${todo[*]}")/checkpoint.pt"
+    log="$RUNS/logs/${name}__seeds-$(IFS=-; echo "${todo[*]}").log"
+    if [[ -f "$ckpt" ]]; then
+      echo "python $script --resume $ckpt --total-steps $STEPS --no-progress > $log 2>&1"
+    else
+      echo "python $cmd --env predator_prey --seeds $(IFS=,; echo "${todo[*]}") --total-steps $STEPS --exp-name $name \
+--runs-dir $RUNS --save-model --checkpoint-every 10000 --no-progress > $log 2>&1"
+    fi
+    continue
+  fi
+  for seed in "${todo[@]}"; do
+    dir="$RUNS/predator_prey__${name}__${seed}"
     if [[ -f "$dir/checkpoint.pt" ]]; then
-      script=${cmd%% *}
       echo "python $script --resume $dir/checkpoint.pt --total-steps $STEPS --no-progress > $RUNS/logs/${name}__${seed}.log 2>&1"
     else
       echo "python $cmd --env predator_prey --seed $seed --total-steps $STEPS --exp-name $name --runs-dir $RUNS \
