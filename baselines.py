@@ -254,9 +254,12 @@ def main(argv=None):
     if "--env=matrix_game" in rest or ("--env" in rest and rest[rest.index("--env") + 1:][:1] == ["matrix_game"]):
         p.error(f"--algo {known.algo} is continuous; the matrix game takes --algo qmix or qmixs")
     args = continuous_args(known.algo, rest)
-    if args.eval_only:
-        return iac.eval_only(args)
-    return iac.train(args, MAACCritic if known.algo == "maac" else None)
+    try:
+        if args.eval_only:
+            return iac.eval_only(args)
+        return iac.train(args, MAACCritic if known.algo == "maac" else None)
+    except envs.EnvSpecError as e:  # a pz: / mamujoco: env that breaks the wrapper's rules mid-run
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ CPU or GPU, and hands the trainer one small interface:
     # obs / state are then the new episode's first ones and info["final_obs"], info["final_state"] hold
     # the last ones of the episode that ended, for bootstrapping.
 
-`ParallelEnv(name)` is a PettingZoo view of one copy (B = 1) for use with other tools.
+`ParallelEnv(name)` is a PettingZoo view of one copy (B = 1) for use with other tools. The other way
+round, `PettingZooBatch("pz:<module>[:<callable>]")` puts B copies of any PettingZoo ParallelEnv with
+continuous actions (or "mamujoco:<Scenario>-<conf>", Multi-Agent MuJoCo) behind the interface above.
 """
 
 import math
@@ -395,3 +397,208 @@ class ParallelEnv(pettingzoo.ParallelEnv):
             self.agents = []
         return (obs, {a: r for a in agents}, {a: te for a in agents}, {a: tr for a in agents},
                 {a: {} for a in agents})
+
+
+# --------------------------------------------------------------------------------------------------
+# Your own task: any PettingZoo ParallelEnv with continuous actions, and Multi-Agent MuJoCo.
+PZ_DEFAULT_EPISODE_LEN = 1000  # the wrapper's own time limit when the env states none
+MAMUJOCO_REQUIREMENTS = "requirements-mamujoco.txt"
+
+
+class EnvSpecError(ValueError):
+    """An env named on the command line that cannot be trained on; the message says why."""
+
+
+def _import_factory(spec):
+    """"pz:<module>[:<callable>]" (callable default: parallel_env) or "mamujoco:<Scenario>-<conf>"
+    -> (a function that builds one ParallelEnv from keyword arguments, whether to ask it for
+    continuous actions)."""
+    import importlib
+
+    kind, _, rest = spec.partition(":")
+    if kind == "mamujoco":
+        scenario, _, conf = rest.rpartition("-")
+        if not scenario or not conf:
+            raise EnvSpecError(f"--env {spec}: give mamujoco:<Scenario>-<agent_conf>, e.g. mamujoco:HalfCheetah-2x3")
+        try:
+            from gymnasium_robotics import mamujoco_v1
+        except ImportError as e:
+            raise EnvSpecError(f"--env {spec} needs Multi-Agent MuJoCo, which is not installed ({e.name} is "
+                               f"missing): pip install -r {MAMUJOCO_REQUIREMENTS}") from None
+        return (lambda **kw: mamujoco_v1.parallel_env(scenario, conf, **kw)), False
+    module_name, _, attr = rest.partition(":")
+    if kind != "pz" or not module_name:
+        raise EnvSpecError(f"--env {spec}: give pz:<module>[:<callable>] (e.g. pz:mpe2.simple_spread_v3) or "
+                           "mamujoco:<Scenario>-<agent_conf>")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        missing = getattr(e, "name", None) or module_name
+        raise EnvSpecError(f"--env {spec}: cannot import {module_name!r} ({missing} is not installed or does "
+                           "not exist); install the package that provides it") from None
+    attr = attr or "parallel_env"
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EnvSpecError(f"--env {spec}: module {module_name!r} has no callable {attr!r}")
+    return factory, True
+
+
+def _builds_with(factory, kwargs, ask_continuous):
+    """Call factory(**kwargs), asking MPE-style factories (continuous_actions=False by default) for
+    continuous actions where they may take the keyword; a factory that refuses it is called without."""
+    import inspect
+
+    kwargs = dict(kwargs)
+    if ask_continuous and "continuous_actions" not in kwargs:
+        try:
+            params = inspect.signature(factory).parameters
+            takes = "continuous_actions" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+        except (TypeError, ValueError):
+            takes = False
+        if takes:
+            try:
+                return factory(**kwargs, continuous_actions=True)
+            except Exception as e:  # noqa: BLE001 -- any refusal of the keyword: build it as given
+                if "continuous_actions" not in str(e):
+                    raise EnvSpecError(f"building the env failed: {type(e).__name__}: {e}") from None
+    try:
+        return factory(**kwargs)
+    except Exception as e:  # noqa: BLE001 -- the user's env: report, do not trace back into it
+        raise EnvSpecError(f"building the env with {kwargs or 'no keyword arguments'} failed: "
+                           f"{type(e).__name__}: {e}") from None
+
+
+class PettingZooBatch:
+    """B copies of a PettingZoo ParallelEnv with Box actions, behind the batched interface above.
+
+    The copies are Python envs, stepped one after another (bench/envs.py measures what that costs).
+    obs (B, n, o): each agent's observation, zero-padded to the largest; state: env.state() where the
+    env has one, else the observations side by side; reward: the mean (or sum) of the agents' rewards;
+    an episode ends when every agent is done (terminated if all terminated, else truncated), or after
+    `episode_len` steps (the env's max_cycles / max_episode_steps, else PZ_DEFAULT_EPISODE_LEN).
+    Resets draw their seeds from this env's own generator, so seeding reproduces the episodes."""
+
+    act_dtype = np.float32
+    n_actions = 0
+    discrete = False
+
+    def __init__(self, spec, num_envs=1, device="cpu", dtype=torch.float32, env_kwargs=None, team_reward="mean"):
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if team_reward not in ("mean", "sum"):
+            raise ValueError(f"team_reward must be 'mean' or 'sum', got {team_reward!r}")
+        factory, ask_continuous = _import_factory(spec)
+        self.spec, self.team_reward = spec, team_reward
+        self.num_envs, self.device, self.dtype = num_envs, torch.device(device), dtype
+        self.envs = [_builds_with(factory, env_kwargs or {}, ask_continuous) for _ in range(num_envs)]
+        env = self.envs[0]
+        if not isinstance(env, pettingzoo.ParallelEnv) and not hasattr(env, "possible_agents"):
+            raise EnvSpecError(f"--env {spec} built a {type(env).__name__}, not a PettingZoo ParallelEnv")
+        self.agents = list(env.possible_agents)
+        self.n_agents = len(self.agents)
+        spaces = [env.action_space(a) for a in self.agents]
+        bad = [f"{a}: {s}" for a, s in zip(self.agents, spaces) if not isinstance(s, gymnasium.spaces.Box)]
+        if bad:
+            raise EnvSpecError(f"--env {spec} has non-continuous action spaces ({'; '.join(bad)}); IAC's "
+                               "policy is a Gaussian over continuous actions. Discrete actions: the built-in "
+                               "matrix game (baselines.py --algo qmix --env matrix_game)")
+        shapes = {s.shape for s in spaces}
+        if len(shapes) > 1 or len(next(iter(shapes))) != 1:
+            raise EnvSpecError(f"--env {spec}: the agents' actions must be vectors of one size, got "
+                               f"{', '.join(f'{a}: {s.shape}' for a, s in zip(self.agents, spaces))}")
+        self.act_dim = spaces[0].shape[0]
+        bounds = lambda key: torch.tensor(np.stack([getattr(s, key) for s in spaces]), dtype=dtype, device=self.device)
+        self.act_low, self.act_high = bounds("low"), bounds("high")  # (n, d), per agent and dimension
+        if not (torch.isfinite(self.act_low).all() and torch.isfinite(self.act_high).all()):
+            raise EnvSpecError(f"--env {spec}: unbounded action spaces; the policy's tanh needs finite bounds")
+        obs_spaces = [env.observation_space(a) for a in self.agents]
+        if any(len(s.shape) != 1 for s in obs_spaces):
+            raise EnvSpecError(f"--env {spec}: observations must be vectors, got "
+                               f"{', '.join(str(s.shape) for s in obs_spaces)}")
+        self.obs_sizes = [s.shape[0] for s in obs_spaces]
+        self.obs_dim = max(self.obs_sizes)
+        self.has_state = callable(getattr(env, "state", None))  # else: the observations side by side
+        self.gen = torch.Generator()
+        obs, state = self.reset(seed=0)
+        self.state_dim = state.shape[-1]
+        limit = getattr(env.unwrapped, "max_cycles", None) or getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        self.episode_len = int(limit) if limit else PZ_DEFAULT_EPISODE_LEN
+        self.t = torch.zeros(num_envs, dtype=torch.long)
+
+    def _seed(self):
+        return int(torch.randint(2**31 - 1, (), generator=self.gen))
+
+    def _obs(self, env, obs):
+        missing = [a for a in self.agents if a not in obs]
+        if missing:
+            raise EnvSpecError(f"--env {self.spec}: agent(s) {', '.join(missing)} left mid-episode; the "
+                               "joint policy needs every agent at every step")
+        out = np.zeros((self.n_agents, self.obs_dim), dtype=np.float32)
+        for j, a in enumerate(self.agents):
+            out[j, : self.obs_sizes[j]] = obs[a]
+        if self.has_state:
+            try:
+                return out, np.asarray(env.state(), dtype=np.float32).ravel()
+            except NotImplementedError:  # pettingzoo.ParallelEnv's own state() says there is none
+                self.has_state = False  # (decided at the first reset, in __init__)
+        return out, out.ravel()
+
+    def _tensor(self, x):
+        return torch.as_tensor(np.stack(x), dtype=self.dtype, device=self.device)
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self.gen.manual_seed(int(seed))
+        firsts = [self._obs(env, env.reset(seed=self._seed())[0]) for env in self.envs]
+        self.t = torch.zeros(self.num_envs, dtype=torch.long)
+        return self._tensor([o for o, _ in firsts]), self._tensor([s for _, s in firsts])
+
+    def step(self, actions, check=True):
+        actions = torch.as_tensor(actions)
+        B, n, d = self.num_envs, self.n_agents, self.act_dim
+        if actions.shape != (B, n, d):
+            raise ValueError(f"expected actions of shape ({B}, {n}, {d}) = (num_envs, n_agents, act_dim), got "
+                             f"{tuple(actions.shape)}")
+        actions = actions.to(self.act_low.device, self.dtype).clamp(self.act_low, self.act_high)
+        acts = actions.cpu().numpy().astype(self.act_dtype)
+        obs, state, final_obs, final_state, rew, term, trunc = [], [], [], [], [], [], []
+        for i, env in enumerate(self.envs):
+            o, r, te, tr, _ = env.step({a: acts[i, j] for j, a in enumerate(self.agents)})
+            done_agents = [a for a in self.agents if te.get(a, False) or tr.get(a, False)]
+            if done_agents and len(done_agents) < n:
+                raise EnvSpecError(f"--env {self.spec}: agent(s) {', '.join(done_agents)} ended while the others "
+                                   "go on; the joint policy needs every agent at every step")
+            fo, fs = self._obs(env, o)
+            self.t[i] += 1
+            ended_all = all(te.get(a, False) for a in self.agents)
+            out_of_time = bool(done_agents) or int(self.t[i]) >= self.episode_len
+            rewards = [float(r.get(a, 0.0)) for a in self.agents]
+            rew.append(sum(rewards) / (n if self.team_reward == "mean" else 1))
+            term.append(ended_all)
+            trunc.append(out_of_time and not ended_all)
+            final_obs.append(fo)
+            final_state.append(fs)
+            if ended_all or out_of_time:
+                fo, fs = self._obs(env, env.reset(seed=self._seed())[0])
+                self.t[i] = 0
+            obs.append(fo)
+            state.append(fs)
+        as_bool = lambda x: torch.tensor(x, dtype=torch.bool, device=self.device)
+        info = {"final_obs": self._tensor(final_obs), "final_state": self._tensor(final_state)}
+        return (self._tensor(obs), self._tensor(state), torch.tensor(rew, dtype=self.dtype, device=self.device),
+                as_bool(term), as_bool(trunc), info)
+
+    def state_dict(self):
+        """The generator only: a Python env's episode cannot be saved, so a resumed run restarts them."""
+        return {"gen": self.gen.get_state(), "pettingzoo": True}
+
+    def load_state_dict(self, sd, restore_gen=True):
+        if restore_gen:
+            self.gen.set_state(sd["gen"])
+        firsts = [self._obs(env, env.reset(seed=self._seed())[0]) for env in self.envs]
+        self.t = torch.zeros(self.num_envs, dtype=torch.long)
+        self.resumed_obs = self._tensor([o for o, _ in firsts]), self._tensor([s for _, s in firsts])
+
+    def close(self):
+        for env in self.envs:
+            env.close()

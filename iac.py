@@ -39,6 +39,8 @@ from torch.distributions import Normal
 import envs
 import runlib
 
+BUILTIN_ENVS = tuple(e for e in envs.ENV_NAMES if e != "matrix_game")
+OWN_ENV_STEPS = 100_000  # default budget of a pz: / mamujoco: env
 # default training budget (env steps) per env, when --total-steps is not given; see README "Budgets"
 DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_prey": 200_000,
                  "po_predator_prey": 200_000}
@@ -53,7 +55,7 @@ SHARED_PRESET_KEYS = ("mixer_state", "predator_action", "grad_clip", "alpha", "a
 # flags added after the first release, with the values that release used: a format-1 checkpoint resumes as it ran
 LEGACY = dict(next_action="current", cov_diag="learned", l_bound="none", mean_noise=0.0, squash="tanh",
               alpha_decay=0.0, alpha_min=0.0, mixer_state="env", actor_objective="qtot", td_entropy="soft",
-              predator_action="mpe2", preset=None, seeds=None)
+              predator_action="mpe2", preset=None, seeds=None, env_kwargs=[], team_reward="mean")
 # what --resume may change; every other flag is the run's own
 RESUME_MAY_SET = ("resume", "total_steps", "cuda", "no_progress", "runs_dir")
 # what --eval-only takes; everything else comes from the checkpoint
@@ -67,8 +69,16 @@ def parser():
         "README 'Results' has the measured curves and how they compare with the paper.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
-    a("--env", default="predator_prey", choices=[e for e in envs.ENV_NAMES if e != "matrix_game"],
-      help="environment of Section 5.1 (the matrix game of Section 3 is in baselines.py)")
+    a("--env", default="predator_prey", metavar="ENV",
+      help=f"environment: one of Section 5.1's ({', '.join(BUILTIN_ENVS)}; the matrix game of Section 3 is in "
+      "baselines.py), or your own: pz:<module>[:<callable>] builds any PettingZoo ParallelEnv with continuous "
+      "actions (e.g. pz:mpe2.simple_spread_v3), mamujoco:<Scenario>-<conf> Multi-Agent MuJoCo (e.g. "
+      "mamujoco:HalfCheetah-2x3; pip install -r requirements-mamujoco.txt)")
+    a("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
+      help="pz: / mamujoco: envs only: keyword arguments of the env's callable (values are read as Python "
+      "literals where they parse, e.g. N=4 max_cycles=50)")
+    a("--team-reward", default="mean", choices=["mean", "sum"],
+      help="pz: / mamujoco: envs only: the team reward is the mean or the sum of the agents' rewards")
     a("--n-agents", type=int, default=None, help="multi_pendulum only: number of pendulums n (default 3)")
     a("--graded-reward", action="store_true",
       help="multi_pendulum only: the graded reward of the scalability experiment, Fig. 6")
@@ -197,6 +207,7 @@ def check_args(p, args):
     """Reject bad flag values at once, with a message that names the flag and the value. Every mode
     (training, --resume, --eval-only) checks every flag: a bad value is never silently ignored."""
     num = lambda name, *a, **k: runlib.check_number(p, args, name, *a, **k)
+    check_env(p, args)
     if args.cuda and not torch.cuda.is_available():
         p.error("--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
     if not 0 <= args.seed <= runlib.SEED_MAX:
@@ -298,6 +309,8 @@ def check_memory(p, args):
     """The replay buffer is preallocated: refuse a --buffer-size the machine cannot hold, before training."""
     n, d = env_sizes(args)
     o, S = {"simple_world": (1, 1), "multi_pendulum": (3, 3 * n)}.get(args.env, (16, 20))
+    if own_env(args):
+        o, S = args.own_env_sizes[2:]
     S = n * o if args.mixer_state == "obs" else S
     need = args.buffer_size * (2 * n * o + 2 * S + n * d + 2) * 4  # float32 obs, state, act, rew, next_*, term
     need *= len(args.seeds or [0])  # one buffer per member of a population
@@ -310,14 +323,58 @@ def check_memory(p, args):
                 f"machine has {have / 2**30:.1f} GiB of {what}")
 
 
+def own_env(args):
+    return args.env.startswith(("pz:", "mamujoco:"))
+
+
+def env_kwargs(args):
+    """--env-kwargs KEY=VALUE ... -> dict, values as Python literals where they parse."""
+    import ast
+
+    out = {}
+    for item in args.env_kwargs:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise ValueError(f"--env-kwargs {item!r}: give KEY=VALUE, e.g. max_cycles=50")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def check_env(p, args):
+    """A built-in env name, or a pz: / mamujoco: env that builds and can be trained on (its sizes are
+    kept for the checks below)."""
+    if not own_env(args):
+        if args.env not in BUILTIN_ENVS:
+            hint = " (the matrix game trains with baselines.py --algo qmix or qmixs)" if args.env == "matrix_game" else ""
+            p.error(f"--env {args.env!r}: expected one of {', '.join(BUILTIN_ENVS)}, pz:<module>[:<callable>] or "
+                    f"mamujoco:<Scenario>-<conf>{hint}")
+        for name in ("env_kwargs", "team_reward"):
+            if name in args.explicit:
+                p.error(f"{runlib.flag(name)} applies to pz: and mamujoco: envs only, not --env {args.env}")
+        return
+    try:
+        env = envs.PettingZooBatch(args.env, 1, env_kwargs=env_kwargs(args), team_reward=args.team_reward)
+    except ValueError as e:
+        p.error(str(e))
+    args.own_env_sizes = (env.n_agents, env.act_dim, env.obs_dim, env.state_dim)
+    env.close()
+
+
 def env_sizes(args):
     """(n agents, d action dims) of the env the flags name, without building it."""
+    if own_env(args):
+        return args.own_env_sizes[:2]
     d_pp = 5 if getattr(args, "predator_action", "mpe2") == "mpe5" else 2
     return {"simple_world": (2, 1), "predator_prey": (3, d_pp), "po_predator_prey": (3, d_pp)}.get(
         args.env, (args.n_agents or 3, 1))
 
 
 def make_env(args, num_envs, device):
+    if own_env(args):
+        return envs.PettingZooBatch(args.env, num_envs, device, env_kwargs=env_kwargs(args), team_reward=args.team_reward)
     kw = dict(n_agents=args.n_agents, graded=args.graded_reward) if args.env == "multi_pendulum" else {}
     if getattr(args, "predator_action", "mpe2") != "mpe2":
         kw["predator_action"] = args.predator_action
@@ -978,8 +1035,12 @@ def update(args, nets, opts, batch, n_updates, target_entropy, guard=None):
     return out
 
 
+def env_tag(args):
+    return args.env.replace(":", "-").replace(os.sep, "-")  # pz:mpe2.simple_spread_v3 -> pz-mpe2.simple_spread_v3
+
+
 def run_name(args, seed=None):
-    return f"{args.env}__{args.exp_name}__{args.seed if seed is None else seed}"
+    return f"{env_tag(args)}__{args.exp_name}__{args.seed if seed is None else seed}"
 
 
 def is_population(args):
@@ -989,7 +1050,7 @@ def is_population(args):
 def checkpoint_dir_name(args):
     """A single run's checkpoint lies in its run folder; a population's in a folder of its own."""
     if is_population(args):
-        return f"{args.env}__{args.exp_name}__seeds-{'-'.join(map(str, args.seeds))}"
+        return f"{env_tag(args)}__{args.exp_name}__seeds-{'-'.join(map(str, args.seeds))}"
     return run_name(args)
 
 
@@ -1039,7 +1100,7 @@ def train(args, make_q=None):
         args, cross_device = resumed_args(args, resume, make_q)
     args.cuda = bool(args.cuda)
     if args.total_steps is None:
-        args.total_steps = DEFAULT_STEPS[args.env]
+        args.total_steps = DEFAULT_STEPS.get(args.env, OWN_ENV_STEPS)
     device = torch.device("cuda" if args.cuda else "cpu")
     # --seeds: K runs as one population; member k owns env copies k B .. (k + 1) B - 1 (one seed: a single run)
     seeds = args.seeds or [args.seed]
@@ -1091,6 +1152,12 @@ def train(args, make_q=None):
         covs = [[(s, torch.as_tensor(c)) for s, c in member] for member in (resume["covs"] if pop else [resume["covs"]])]
         updates_owed = resume.get("updates_owed", 0.0)
         obs, state, ep_ret = (resume[k].to(device) for k in ("obs", "state", "ep_ret"))
+        if own_env(args):  # a PettingZoo env's episodes cannot be saved: they restart, from the saved generator
+            obs, state = env.resumed_obs
+            state = mixer_state(args, obs, state)
+            ep_ret.zero_()
+            print(f"warning: {args.env} is a Python env whose episodes a checkpoint cannot hold: they restart "
+                  "here, so the resumed run does not equal an uninterrupted one", file=sys.stderr)
         if "ret_sum" in resume:
             ret_sum, ret_count = resume["ret_sum"].to(device).reshape(K), resume["ret_count"].to(device).reshape(K)
         if cross_device:  # new streams, drawn from the seed and the step, so a re-run repeats them
@@ -1107,7 +1174,7 @@ def train(args, make_q=None):
             torch.set_rng_state(resume["torch_rng"])
         print(f"resumed {args.resume} at step {step:,}")
 
-    settings = {k: v for k, v in sorted(vars(args).items()) if k != "explicit"}
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("explicit", "own_env_sizes")}
     writers = []
     for seed, folder in zip(seeds, run_dirs):
         writers.append(SummaryWriter(folder, purge_step=step or None))  # a resumed run overwrites what came after
@@ -1281,7 +1348,10 @@ def eval_only(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    return eval_only(args) if args.eval_only else train(args)
+    try:
+        return eval_only(args) if args.eval_only else train(args)
+    except envs.EnvSpecError as e:  # a pz: / mamujoco: env that breaks the wrapper's rules mid-run
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
