@@ -243,7 +243,7 @@ def test_non_finite_loss_stops_with_a_message_and_a_checkpoint(tmp_path, monkeyp
     (["--rank", "7"], r"--rank m must be in 1..n\*d = 6"),
     (["--total-steps", "-5"], "--total-steps must be >= 0"),
     (["--batch-size", "600", "--buffer-size", "500"], "larger than --buffer-size"),
-    (["--env", "pong"], "invalid choice: 'pong'"),
+    (["--env", "pong"], "--env 'pong': expected one of"),
     (["--n-agents", "5"], "--env multi_pendulum only"),
     (["--env", "multi_pendulum", "--n-agents", "2", "--graded-reward"], "needs --n-agents >= 3"),
     (["--gamma", "1.0"], r"--gamma must be a finite number in \[0, 1\)"),
