@@ -523,7 +523,6 @@ class PettingZooBatch:
         self.state_dim = state.shape[-1]
         limit = getattr(env.unwrapped, "max_cycles", None) or getattr(getattr(env, "spec", None), "max_episode_steps", None)
         self.episode_len = int(limit) if limit else PZ_DEFAULT_EPISODE_LEN
-        self.t = torch.zeros(num_envs, dtype=torch.long)
 
     def _seed(self):
         return int(torch.randint(2**31 - 1, (), generator=self.gen))
@@ -589,15 +588,13 @@ class PettingZooBatch:
                 as_bool(term), as_bool(trunc), info)
 
     def state_dict(self):
-        """The generator only: a Python env's episode cannot be saved, so a resumed run restarts them."""
+        """The generator only: a Python env's episode cannot be saved, so a resumed run restarts them
+        (reset() after load_state_dict draws their seeds from the restored generator)."""
         return {"gen": self.gen.get_state(), "pettingzoo": True}
 
     def load_state_dict(self, sd, restore_gen=True):
         if restore_gen:
             self.gen.set_state(sd["gen"])
-        firsts = [self._obs(env, env.reset(seed=self._seed())[0]) for env in self.envs]
-        self.t = torch.zeros(self.num_envs, dtype=torch.long)
-        self.resumed_obs = self._tensor([o for o, _ in firsts]), self._tensor([s for _, s in firsts])
 
     def close(self):
         for env in self.envs:

@@ -76,9 +76,10 @@ def parser():
       "mamujoco:HalfCheetah-2x3; pip install -r requirements-mamujoco.txt)")
     a("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
       help="pz: / mamujoco: envs only: keyword arguments of the env's callable (values are read as Python "
-      "literals where they parse, e.g. N=4 max_cycles=50)")
+      "literals where they parse, e.g. N=4 max_cycles=50; not in the paper, README 'Your own task')")
     a("--team-reward", default="mean", choices=["mean", "sum"],
-      help="pz: / mamujoco: envs only: the team reward is the mean or the sum of the agents' rewards")
+      help="pz: / mamujoco: envs only: the team reward r of the Dec-POMDP, Section 2, as the mean or the sum "
+      "of the agents' rewards")
     a("--n-agents", type=int, default=None, help="multi_pendulum only: number of pendulums n (default 3)")
     a("--graded-reward", action="store_true",
       help="multi_pendulum only: the graded reward of the scalability experiment, Fig. 6")
@@ -90,7 +91,8 @@ def parser():
       help="seed of the run; each random stream (torch, envs, replay sampling) gets its own seed from it")
     a("--seeds", default=None,
       help="train one run per seed in one process, as a population (comma-separated, e.g. 1,2,3): each "
-      "writes runs/<env>__<exp-name>__<seed> as a single run does, and one checkpoint holds them all")
+      "writes runs/<env>__<exp-name>__<seed> as a single run does, and one checkpoint holds them all (run "
+      "plumbing, not in the paper; README 'Populations')")
     a("--cuda", action=argparse.BooleanOptionalAction, default=None,
       help="put envs, replay buffer and networks on the GPU (default: CPU; with --resume: the checkpoint's device)")
     a("--total-steps", type=int, default=None,
@@ -927,12 +929,6 @@ class Population:
                 net, name = k.split(".", 1)
                 v.copy_(sd[net][name])
 
-    def member(self, k, nets):
-        """Copy member k's weights into one run's networks `nets` (e.g. for evaluation or a member checkpoint)."""
-        sd = self.state_dict()
-        for net in NETS:
-            nets[net].load_state_dict({name: v[k] for name, v in sd[net].items()})
-
 
 class MemberActors:
     """A population's actors as one actor over flat env tensors (K B, ...): member k acts on copies
@@ -1104,7 +1100,7 @@ def train(args, make_q=None):
     device = torch.device("cuda" if args.cuda else "cpu")
     # --seeds: K runs as one population; member k owns env copies k B .. (k + 1) B - 1 (one seed: a single run)
     seeds = args.seeds or [args.seed]
-    pop, K = len(seeds) > 1, len(seeds)
+    pop, K = is_population(args), len(seeds)
     split = (lambda x: x.view(K, -1, *x.shape[1:])) if pop else (lambda x: x)  # (K B, ...) -> (K, B, ...)
     streams = runlib.seed_streams(*seeds)  # one seed per random stream, README "Seeds"
     runlib.seed_globals(streams)
@@ -1153,7 +1149,7 @@ def train(args, make_q=None):
         updates_owed = resume.get("updates_owed", 0.0)
         obs, state, ep_ret = (resume[k].to(device) for k in ("obs", "state", "ep_ret"))
         if own_env(args):  # a PettingZoo env's episodes cannot be saved: they restart, from the saved generator
-            obs, state = env.resumed_obs
+            obs, state = env.reset()
             state = mixer_state(args, obs, state)
             ep_ret.zero_()
             print(f"warning: {args.env} is a Python env whose episodes a checkpoint cannot hold: they restart "
