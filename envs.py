@@ -482,7 +482,8 @@ class PettingZooBatch:
     n_actions = 0
     discrete = False
 
-    def __init__(self, spec, num_envs=1, device="cpu", dtype=torch.float32, env_kwargs=None, team_reward="mean"):
+    def __init__(self, spec, num_envs=1, device="cpu", dtype=torch.float32, env_kwargs=None, team_reward="mean",
+                 render_mode=None):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if team_reward not in ("mean", "sum"):
@@ -490,7 +491,8 @@ class PettingZooBatch:
         factory, ask_continuous = _import_factory(spec)
         self.spec, self.team_reward = spec, team_reward
         self.num_envs, self.device, self.dtype = num_envs, torch.device(device), dtype
-        self.envs = [_builds_with(factory, env_kwargs or {}, ask_continuous) for _ in range(num_envs)]
+        kwargs = dict(env_kwargs or {}, **({"render_mode": render_mode} if render_mode else {}))
+        self.envs = [_builds_with(factory, kwargs, ask_continuous) for _ in range(num_envs)]
         env = self.envs[0]
         if not isinstance(env, pettingzoo.ParallelEnv) and not hasattr(env, "possible_agents"):
             raise EnvSpecError(f"--env {spec} built a {type(env).__name__}, not a PettingZoo ParallelEnv")
@@ -586,6 +588,14 @@ class PettingZooBatch:
         info = {"final_obs": self._tensor(final_obs), "final_state": self._tensor(final_state)}
         return (self._tensor(obs), self._tensor(state), torch.tensor(rew, dtype=self.dtype, device=self.device),
                 as_bool(term), as_bool(trunc), info)
+
+    def frame(self):
+        """The first copy's picture (built with render_mode="rgb_array"): an (H, W, 3) uint8 array."""
+        img = self.envs[0].render()
+        if not isinstance(img, np.ndarray) or img.ndim != 3:
+            raise EnvSpecError(f"--env {self.spec}: render() gave {type(img).__name__}, not an RGB image; "
+                               "the env does not draw with render_mode='rgb_array'")
+        return img.astype(np.uint8)
 
     def state_dict(self):
         """The generator only: a Python env's episode cannot be saved, so a resumed run restarts them

@@ -175,7 +175,8 @@ def parser():
     a("--eval-only", action="store_true", help="only evaluate the policy in --checkpoint")
     a("--checkpoint", default=None, metavar="PATH", help="checkpoint for --eval-only")
     a("--capture-video", action="store_true",
-      help="with --eval-only: write a GIF of one deterministic episode (predator-prey only)")
+      help="with --eval-only: write a GIF of one deterministic episode (predator-prey, and pz: / "
+           "mamujoco: envs that draw with render_mode='rgb_array')")
     a("--runs-dir", default="runs", help="folder of the run folders")
     a("--no-progress", action="store_true", help="no progress line on the terminal")
     return p
@@ -1321,8 +1322,11 @@ def eval_only(args):
     ckpt = runlib.load_checkpoint(args.checkpoint)
     targs = argparse.Namespace(**checkpoint_args(ckpt))
     device = torch.device("cuda" if args.cuda else "cpu")
-    if args.capture_video and targs.env not in ("predator_prey", "po_predator_prey"):
-        sys.exit("error: --capture-video draws predator-prey only")
+    if args.capture_video:
+        if own_env(targs):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo draws off-screen; read when make_env imports it
+        elif targs.env not in ("predator_prey", "po_predator_prey"):
+            sys.exit(f"error: --capture-video draws predator-prey and pz: / mamujoco: envs, not {targs.env}")
     env = make_env(targs, args.eval_episodes, device)
     actor = make_actor(targs, env).to(device)
     pop = is_population(targs)
@@ -1337,9 +1341,37 @@ def eval_only(args):
             path = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), name)
             import plots
 
-            plots.render_gif(actor, make_env(targs, 1, device), args.seed, path, to_env)
+            if own_env(targs):
+                own_env_gif(actor, targs, args.seed, path, device)
+            else:
+                plots.render_gif(actor, make_env(targs, 1, device), args.seed, path, to_env)
             print(f"wrote {path}")
     return rets if pop else rets[0]
+
+
+def own_env_gif(actor, targs, seed, path, device, max_frames=250):
+    """One deterministic episode of a pz: / mamujoco: env as a GIF, drawn by the env's own rgb_array
+    renderer (at most max_frames frames: a long episode keeps every k-th)."""
+    import plots
+
+    try:
+        env = envs.PettingZooBatch(targs.env, 1, device, env_kwargs=env_kwargs(targs),
+                                   team_reward=targs.team_reward, render_mode="rgb_array")
+        obs, _ = env.reset(seed=seed)
+        frames = [env.frame()]
+        with torch.no_grad():
+            for _ in range(env.episode_len):
+                obs, _, _, term, trunc, _ = env.step(to_env(actor.mean(obs), env))
+                if term[0] or trunc[0]:  # the copy has already reset: its next picture is a new episode
+                    break
+                frames.append(env.frame())
+        env.close()
+    except Exception as e:  # noqa: BLE001 -- the env's renderer (OpenGL, pygame): report, no traceback
+        detail = str(e) if isinstance(e, envs.EnvSpecError) else f"{type(e).__name__}: {e}"
+        sys.exit(f"error: --capture-video: --env {targs.env} could not draw its episode off-screen ({detail}). "
+                 "The env must take render_mode='rgb_array'; MuJoCo draws with MUJOCO_GL=egl (the default here) "
+                 "or MUJOCO_GL=osmesa, each needing its system library (libEGL, libOSMesa)")
+    plots.save_gif(frames[:: -(-len(frames) // max_frames)], path, fps=20)
 
 
 def main(argv=None):

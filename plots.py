@@ -286,6 +286,19 @@ def render_gif(actor, env, seed, path, to_env):
     plt.close(fig)
 
 
+def save_gif(frames, path, fps):
+    """(H, W, 3) uint8 frames -> an animated GIF (Pillow), halved while wider than 320 px; written to a
+    temporary file and renamed, so an interrupted write leaves no half GIF."""
+    from PIL import Image
+
+    imgs = [Image.fromarray(f) for f in frames]
+    while imgs[0].width > 320:
+        imgs = [im.reduce(2) for im in imgs]
+    tmp = path + ".tmp"
+    imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0)
+    os.replace(tmp, path)
+
+
 def plot_runs(run_dirs, out, title=None):
     """Evaluation curves of any runs (their eval.csv): runs named <env>__<exp>__<seed> that differ only
     in the seed share a colour, one thin line per seed and a thick mean over the steps all of them

@@ -61,3 +61,8 @@ def leaving(**kw):
 
 
 not_a_function = 3
+
+
+def drawless(render_mode=None, **kw):
+    """Takes render_mode but cannot draw (pettingzoo.ParallelEnv.render raises)."""
+    return Fake(**kw)

@@ -162,3 +162,47 @@ def test_mamujoco_trains_1000_steps_with_every_method(tmp_path, algo):
     with open(os.path.join(run_dir, "eval.csv")) as f:
         rows = list(csv.reader(f))[1:]
     assert [int(r[0]) for r in rows] == [0, 1000] and all(math.isfinite(float(r[1])) for r in rows)
+
+
+def _gif_frames(path):
+    from PIL import Image
+
+    im = Image.open(path)
+    frames, ms = [], 0
+    for k in range(im.n_frames):
+        im.seek(k)
+        frames.append(np.asarray(im.convert("RGB"), dtype=np.int16))
+        ms += im.info["duration"]
+    return frames, ms  # Pillow merges equal consecutive pictures, adding their durations
+
+
+@pytest.mark.parametrize("spec, n_frames", [
+    (SPREAD, 25),  # max_cycles 25: the first picture and those after steps 1-24 (step 25 ends it)
+    pytest.param("mamujoco:HalfCheetah-2x3", 250, marks=needs_mamujoco),  # 1000 steps, every 4th kept
+])
+def test_capture_video_draws_an_own_env_episode(tmp_path, spec, n_frames):
+    """Through the command line, as a user runs it: MuJoCo must choose its off-screen GL at import."""
+    run = [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "iac.py")]
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MUJOCO_GL", None)
+    subprocess.run([*run, "--env", spec, "--total-steps", "40", "--batch-size", "8", "--eval-every", "40",
+                    "--eval-episodes", "1", "--save-model", "--runs-dir", str(tmp_path), "--no-progress"],
+                   check=True, capture_output=True, env=env, timeout=600)
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.name.endswith("__iac__1")]
+    r = subprocess.run([*run, "--eval-only", "--checkpoint", str(run_dir / "checkpoint.pt"), "--capture-video",
+                        "--eval-episodes", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    frames, ms = _gif_frames(run_dir / "eval.gif")
+    assert ms == n_frames * 50 and frames[0].shape[-1] == 3  # 20 frames per second
+    assert np.abs(frames[-1] - frames[0]).max() > 0  # the picture changes: the episode is drawn, not one frame
+
+
+def test_capture_video_of_an_env_that_cannot_draw_gives_a_message(tmp_path, capsys):
+    iac.main(["--env", "pz:pz_fakes:drawless", "--total-steps", "20", "--batch-size", "8", "--eval-every", "20",
+              "--eval-episodes", "1", "--save-model", "--runs-dir", str(tmp_path), "--no-progress"])
+    (ckpt,) = tmp_path.glob("*drawless__iac__1/checkpoint.pt")
+    err = _error(["--eval-only", "--checkpoint", str(ckpt), "--capture-video", "--eval-episodes", "1"], capsys)
+    assert "--capture-video" in err and "could not draw" in err and "NotImplementedError" in err
+    assert not list(tmp_path.rglob("*.gif*"))  # no GIF, not even a half-written one
