@@ -217,7 +217,7 @@ MUTANTS = [
       OWN_Q),
     # ---------------------------------------------------------------- iac.py: critics and mixer, Eq. (19)-(22)
     m("attention-self-not-masked", "iac.py",
-      'logits = logits.masked_fill(~self.others, float("-inf"))',
+      'logits = logits.masked_fill(~self.others.unsqueeze(-1), float("-inf"))',
       "logits = logits",
       "attention of agent i includes itself (Eq. 20 sums over j != i)",
       KILL + "test_attention_critic_by_hand_each_agent_attends_to_the_others_only"),
