@@ -106,3 +106,23 @@ def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path
         plots.plot_runs([tmp_path], str(out))
     with pytest.raises(SystemExit, match="give a .png"):
         plots.plot_runs([tmp_path / "pp__iac__1"], str(tmp_path / "curves.pdf"))
+
+
+def test_default_tier_takes_predator_prey_past_its_dip_and_feeds_every_figure():
+    """Issue 10's tier: >= 100k env steps on both predator-prey envs for Fig. 4's five methods, the
+    pendulum figures and Simple World still fed, nothing ablation-only; the seeds of a curve are one job."""
+    runs = reproduce.runs_for("default", 3)
+    by_env = lambda env: {r["algo"] for r in runs if r["env"] == env and r["exp"] == r["algo"]}
+    for env in ("predator_prey", "po_predator_prey"):
+        assert by_env(env) == set(reproduce.FIG4_ALGOS)
+        assert all(r["steps"] >= 100_000 for r in runs if r["env"] == env)
+    assert by_env("multi_pendulum") == set(reproduce.FIG4_ALGOS)
+    assert by_env("simple_world") == set(reproduce.FIG2_ALGOS)
+    scale = {(r["algo"], r["exp"]) for r in runs if "graded" in r["exp"]}
+    assert scale == {(a, f"{a}-n{n}-graded") for a in ("iac", "siaq") for n in reproduce.SCALE_N}
+    assert {r["seed"] for r in runs} == {1, 2, 3} and len(runs) == 3 * (3 + 5 + 5 + 5 + 6)
+    pp = next(j for j in reproduce.jobs_for(runs) if j["name"].startswith("predator_prey__iac__"))
+    cmd = pp["cmd"]
+    assert cmd[cmd.index("--seeds") + 1] == "1,2,3"
+    ups, B = float(cmd[cmd.index("--updates-per-step") + 1]), int(cmd[cmd.index("--num-envs") + 1])
+    assert ups * B == 1  # one update per batched step of the env copies: 50k updates in 100k env steps
