@@ -6,6 +6,8 @@
 # GRID=factors: 100k env steps of the one-factor runs: each Algorithm-1 default put back to the earlier
 #   one alone (Polyak targets, 2,000 random warm-up steps, u' from the current policy), the authors'
 #   preset, for IAC and DDPG-MIX.
+# GRID=c4: 50k env steps of IAC and IAC --preset authors on the 3-pendulum (ENV=multi_pendulum), for
+#   claim C4 (experiments/c4_sigma.py reads their covariance.npz).
 # Re-running skips complete runs and resumes interrupted ones from their checkpoints (every 10k steps),
 # so it can be stopped at any time and started again in a later session. RUNS (default runs/issue9)
 # holds the run folders; `python plots.py $RUNS/* --out figures/issue9/predator_prey_200k.png` draws them.
@@ -13,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/issue9}
 GRID=${GRID:-main}
+ENV=${ENV:-predator_prey}
 SEEDS=${SEEDS:-1 2 3}
 JOBS=${1:-2}
 mkdir -p "$RUNS/logs"
@@ -22,12 +25,18 @@ cells=(
   "iac-alg1|iac.py"
   "ddpg_mix|baselines.py --algo ddpg_mix"
   "ddpg_mix-polyak|baselines.py --algo ddpg_mix --tau 0.01 --target-update-interval 1"
-  "iac-authors|iac.py --preset authors"
-  "iac-polyak|iac.py --tau 0.01 --target-update-interval 1"
   "ddpg_mix-warmup|baselines.py --algo ddpg_mix --learning-starts 2000"
-  "iac-warmup|iac.py --learning-starts 2000"
-  "iac-current|iac.py --next-action current"
+  "iac-authors|iac.py --preset authors"
   "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
+  "iac-warmup|iac.py --learning-starts 2000"
+  "iac-polyak|iac.py --tau 0.01 --target-update-interval 1"
+  "iac-current|iac.py --next-action current"
+)
+elif [[ "$GRID" == c4 ]]; then
+STEPS=${STEPS:-50000}
+cells=(
+  "iac-authors|iac.py --preset authors"
+  "iac-alg1|iac.py"
 )
 else
 STEPS=${STEPS:-200000}
@@ -49,28 +58,28 @@ for cell in "${cells[@]}"; do      # cell by cell, so that each finished cell ha
   script=${cmd%% *}
   todo=()
   for seed in $SEEDS; do
-    last=$(tail -n 1 "$RUNS/predator_prey__${name}__${seed}/eval.csv" 2>/dev/null | cut -d, -f1 || true)
+    last=$(tail -n 1 "$RUNS/${ENV}__${name}__${seed}/eval.csv" 2>/dev/null | cut -d, -f1 || true)
     if [[ "$last" =~ ^[0-9]+$ ]] && (( last >= STEPS )); then continue; fi
     todo+=("$seed")
   done
   if [[ "$POP" == 1 ]] && (( ${#todo[@]} > 1 )); then
-    ckpt="$RUNS/predator_prey__${name}__seeds-$(IFS=-; echo "${todo[*]}")/checkpoint.pt"
-    log="$RUNS/logs/${name}__seeds-$(IFS=-; echo "${todo[*]}").log"
+    ckpt="$RUNS/${ENV}__${name}__seeds-$(IFS=-; echo "${todo[*]}")/checkpoint.pt"
+    log="$RUNS/logs/${ENV}__${name}__seeds-$(IFS=-; echo "${todo[*]}").log"
     if [[ -f "$ckpt" ]]; then
       echo "python $script --resume $ckpt --total-steps $STEPS --no-progress > $log 2>&1"
     else
-      echo "python $cmd --env predator_prey --seeds $(IFS=,; echo "${todo[*]}") --total-steps $STEPS --exp-name $name \
+      echo "python $cmd --env $ENV --seeds $(IFS=,; echo "${todo[*]}") --total-steps $STEPS --exp-name $name \
 --runs-dir $RUNS --save-model --checkpoint-every 10000 --no-progress > $log 2>&1"
     fi
     continue
   fi
   for seed in "${todo[@]}"; do
-    dir="$RUNS/predator_prey__${name}__${seed}"
+    dir="$RUNS/${ENV}__${name}__${seed}"
     if [[ -f "$dir/checkpoint.pt" ]]; then
-      echo "python $script --resume $dir/checkpoint.pt --total-steps $STEPS --no-progress > $RUNS/logs/${name}__${seed}.log 2>&1"
+      echo "python $script --resume $dir/checkpoint.pt --total-steps $STEPS --no-progress > $RUNS/logs/${ENV}__${name}__${seed}.log 2>&1"
     else
-      echo "python $cmd --env predator_prey --seed $seed --total-steps $STEPS --exp-name $name --runs-dir $RUNS \
---save-model --checkpoint-every 10000 --no-progress > $RUNS/logs/${name}__${seed}.log 2>&1"
+      echo "python $cmd --env $ENV --seed $seed --total-steps $STEPS --exp-name $name --runs-dir $RUNS \
+--save-model --checkpoint-every 10000 --no-progress > $RUNS/logs/${ENV}__${name}__${seed}.log 2>&1"
     fi
   done
 done | OMP_NUM_THREADS=1 xargs -P "$JOBS" -I{} bash -c '{}'
