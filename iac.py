@@ -375,9 +375,10 @@ def env_sizes(args):
         args.env, (args.n_agents or 3, 1))
 
 
-def make_env(args, num_envs, device):
+def make_env(args, num_envs, device, render_mode=None):
     if own_env(args):
-        return envs.PettingZooBatch(args.env, num_envs, device, env_kwargs=env_kwargs(args), team_reward=args.team_reward)
+        return envs.PettingZooBatch(args.env, num_envs, device, env_kwargs=env_kwargs(args),
+                                    team_reward=args.team_reward, render_mode=render_mode)
     kw = dict(n_agents=args.n_agents, graded=args.graded_reward) if args.env == "multi_pendulum" else {}
     if getattr(args, "predator_action", "mpe2") != "mpe2":
         kw["predator_action"] = args.predator_action
@@ -1357,8 +1358,7 @@ def own_env_gif(actor, targs, seed, path, device, max_frames=250):
     import plots
 
     try:
-        env = envs.PettingZooBatch(targs.env, 1, device, env_kwargs=env_kwargs(targs),
-                                   team_reward=targs.team_reward, render_mode="rgb_array")
+        env = make_env(targs, 1, device, render_mode="rgb_array")
         obs, _ = env.reset(seed=seed)
         frames = [env.frame()]
         with torch.no_grad():
