@@ -1,0 +1,58 @@
+"""Final returns of finished runs as a table: per group of runs that differ only in the seed
+(<env>__<exp>__<seed>), the mean of each run's last K evaluations, then mean +- std over the seeds.
+
+    python experiments/final_table.py RUN_DIR [RUN_DIR ...] [--last 10] [--csv OUT.csv]
+
+Prints a markdown table; --csv also writes it. Every run must hold an eval.csv (iac.py / baselines.py).
+"""
+
+import argparse
+import csv
+import os
+import statistics
+
+
+def last_mean(path, k):
+    with open(path) as f:
+        rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+    if len(rows) < k:
+        raise SystemExit(f"error: {path} has {len(rows)} evaluations, fewer than --last {k}")
+    return rows[-1][0], statistics.mean(v for _, v in rows[-k:]), rows[-k][0]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--last", type=int, default=10, help="evaluations averaged at the end of each run")
+    p.add_argument("--csv", default=None, help="also write the table to this CSV")
+    a = p.parse_args(argv)
+    if a.last < 1:
+        p.error("--last must be >= 1")
+    groups = {}
+    for d in a.runs:
+        path = os.path.join(d, "eval.csv")
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: {path} not found")
+        group, _, seed = os.path.basename(os.path.normpath(d)).rpartition("__")
+        groups.setdefault(group, []).append((seed, *last_mean(path, a.last)))
+    rows = []
+    for group, vals in groups.items():
+        vals.sort(key=lambda v: int(v[0]) if v[0].isdigit() else v[0])
+        means = [m for _, _, m, _ in vals]
+        std = statistics.stdev(means) if len(means) > 1 else float("nan")
+        steps = sorted({(first, last) for _, last, _, first in vals})
+        window = ", ".join(f"[{f:,}, {l:,}]" for f, l in steps)
+        rows.append((group, " ".join(s for s, *_ in vals), window, ", ".join(f"{m:.1f}" for m in means),
+                     f"{statistics.mean(means):.1f}", f"{std:.1f}"))
+    print("| runs | seeds | evaluations averaged (steps) | per seed | mean +- std |\n|---|---|---|---|---|")
+    for group, seeds, window, per_seed, mean, std in rows:
+        print(f"| {group} | {seeds} | {window} | {per_seed} | {mean} +- {std} |")
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["runs", "seeds", "window", "per_seed", "mean", "std"])
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
