@@ -189,10 +189,10 @@ def test_capture_video_draws_an_own_env_episode(tmp_path, spec, n_frames):
     env.pop("MUJOCO_GL", None)
     subprocess.run([*run, "--env", spec, "--total-steps", "40", "--batch-size", "8", "--eval-every", "40",
                     "--eval-episodes", "1", "--save-model", "--runs-dir", str(tmp_path), "--no-progress"],
-                   check=True, capture_output=True, env=env, timeout=600)
-    (run_dir,) = [d for d in tmp_path.iterdir() if d.name.endswith("__iac__1")]
+                   check=True, capture_output=True, env=env, timeout=600, cwd=tmp_path)
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.name.endswith("__iac__1")]  # (MuJoCo logs beside it)
     r = subprocess.run([*run, "--eval-only", "--checkpoint", str(run_dir / "checkpoint.pt"), "--capture-video",
-                        "--eval-episodes", "1"], capture_output=True, text=True, env=env, timeout=600)
+                        "--eval-episodes", "1"], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     frames, ms = _gif_frames(run_dir / "eval.gif")
     assert ms == n_frames * 50 and frames[0].shape[-1] == 3  # 20 frames per second
