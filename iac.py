@@ -992,7 +992,7 @@ def optimise(opt, params, loss, clip, guard, name, n_update, members=False):
     else:
         norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
     if guard is not None:
-        guard.check(name, n_update, loss.detach(), norm)
+        guard.check(name, n_update, loss.detach(), norm, per_member=bool(members))
     opt.step()
 
 
@@ -1292,7 +1292,9 @@ def train(args, make_q=None):
         if guard.eager:
             what = f"non-finite {e.name} at env step {step:,} (gradient update {e.n_update:,})"
         if pop:
-            what += f" in a member of the population (seeds {','.join(map(str, seeds))}; all stop)"
+            culprits = "a member" if e.members is None else "the member(s) with seed " + ",".join(
+                str(seeds[k]) for k in e.members)
+            what += f" in {culprits} of the population (seeds {','.join(map(str, seeds))}; all stop)"
         if guard.eager:  # raised before the optimiser step: the weights are the last finite ones
             guard = runlib.Guard(LOSSES, device)  # (its checkpoint() check passes: nothing is poisoned)
             checkpoint()

@@ -171,9 +171,10 @@ def check_in_file(p, name, path):
 
 # ----------------------------------------------------------------------------------------------------
 class NonFinite(Exception):
-    def __init__(self, name, n_update):
+    def __init__(self, name, n_update, members=None):
         super().__init__(name, n_update)
         self.name, self.n_update = name, n_update
+        self.members = members  # a population's: the indices of the members that went non-finite
 
 
 class Guard:
@@ -190,11 +191,16 @@ class Guard:
         self.first = torch.full((), -1, dtype=torch.long, device=device)  # update index, -1: all finite
         self.which = torch.full((), -1, dtype=torch.long, device=device)
 
-    def check(self, name, n_update, *values):
+    def check(self, name, n_update, *values, per_member=False):
+        """values: tensors to check; per_member: each holds one value per population member (K,)."""
         bad = torch.stack([~torch.isfinite(v).all() for v in values]).any()
         if self.eager:
             if bad:
-                raise NonFinite(name, n_update)
+                members = None
+                if per_member:
+                    finite = torch.stack([torch.isfinite(v) for v in values]).all(0)
+                    members = torch.nonzero(~finite).flatten().tolist()
+                raise NonFinite(name, n_update, members)
             return
         new = (self.first < 0) & bad
         self.first = torch.where(new, n_update, self.first)

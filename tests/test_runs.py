@@ -272,6 +272,37 @@ def test_extreme_learning_rates_stop_with_the_step_the_quantity_and_a_finite_che
             assert torch.isfinite(t).all(), (k, name)
 
 
+def test_a_population_stops_naming_the_member_that_went_non_finite(tmp_path, monkeypatch):
+    """Seed 7's critic loss (the second member) turns NaN at update 50: the message names seed 7 only,
+    and the checkpoint holds every member's last finite weights."""
+    real = iac.optimise
+    calls = []
+
+    def poisoned(opt, params, loss, *a):
+        if a[2] == "critic_loss":
+            calls.append(1)
+            if len(calls) >= 50:
+                loss = loss * torch.tensor([1.0, float("nan")])
+        return real(opt, params, loss, *a)
+
+    monkeypatch.setattr(iac, "optimise", poisoned)
+    with pytest.raises(SystemExit) as e:
+        run(["--env", "predator_prey", "--total-steps", "400", "--seeds", "3,7", "--runs-dir", str(tmp_path), *TINY])
+    msg = str(e.value.code)
+    assert "non-finite critic_loss" in msg and "member(s) with seed 7 of the population (seeds 3,7" in msg
+    ck = ckpt_of(str(tmp_path / "predator_prey__iac__seeds-3-7"))
+    assert all(torch.isfinite(t).all() for t in ck["critic"].values())
+
+
+def test_guard_reports_which_members_are_non_finite():
+    guard = runlib.Guard(["loss"], torch.device("cpu"))
+    guard.check("loss", 1, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 1.0]), per_member=True)
+    with pytest.raises(runlib.NonFinite) as e:
+        guard.check("loss", 2, torch.tensor([1.0, float("nan"), 3.0]), torch.tensor([1.0, 1.0, float("inf")]),
+                    per_member=True)
+    assert e.value.members == [1, 2] and e.value.n_update == 2
+
+
 def test_on_a_gpu_the_guard_is_read_at_logging_time_and_keeps_the_checkpoint_before(tmp_path, monkeypatch):
     """The deferred guard (what a GPU run uses), exercised on the CPU: a NaN injected at update 130 stops
     the run at the next logging point (update 200), naming update 130; the checkpoint on disk is the one
