@@ -27,11 +27,11 @@ cells=(
   "ddpg_mix|baselines.py --algo ddpg_mix"
   "ddpg_mix-polyak|baselines.py --algo ddpg_mix --tau 0.01 --target-update-interval 1"
   "ddpg_mix-warmup|baselines.py --algo ddpg_mix --learning-starts 2000"
+  "iac-warmup|iac.py --learning-starts 2000"
+  "iac-polyak|iac.py --tau 0.01 --target-update-interval 1"
   "iac-authors|iac.py --preset authors"
   "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
   "iac-alpha_sched|iac.py --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01"
-  "iac-warmup|iac.py --learning-starts 2000"
-  "iac-polyak|iac.py --tau 0.01 --target-update-interval 1"
   "iac-current|iac.py --next-action current"
 )
 elif [[ "$GRID" == c4 ]]; then
