@@ -1125,8 +1125,12 @@ def train(args, make_q=None):
     target_entropy = -float(n * d)
     run_dirs = [os.path.join(args.runs_dir, run_name(args, seed)) for seed in seeds]
     ckpt_dir = os.path.join(args.runs_dir, checkpoint_dir_name(args))
-    for folder in (*run_dirs, ckpt_dir):
+    for folder in dict.fromkeys((*run_dirs, ckpt_dir)):
         os.makedirs(folder, exist_ok=True)
+        aside = None if resume is not None else runlib.set_aside_earlier_run(folder)
+        if aside:
+            print(f"warning: {folder} held an earlier run; this fresh run starts over and its files are moved to "
+                  f"{aside} (to continue that run instead, pass --resume with its checkpoint.pt)", file=sys.stderr)
     ckpt_path = os.path.join(ckpt_dir, "checkpoint.pt")
 
     step, n_updates, updates_owed = 0, 0, 0.0

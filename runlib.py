@@ -118,6 +118,29 @@ def load_checkpoint(path):
     return ckpt
 
 
+def is_run_file(name):
+    """What a training run writes into its folder: its curve, Sigma log, TensorBoard events, checkpoint
+    and evaluation GIFs."""
+    return (name in ("eval.csv", "covariance.npz", "checkpoint.pt") or name.startswith("events.out.tfevents.")
+            or (name.startswith("eval") and name.endswith(".gif")))
+
+
+def set_aside_earlier_run(folder):
+    """A fresh run (no --resume) in a folder that holds an earlier run's files moves them into
+    folder/earlier-<time>/ first, so that the folder, its eval.csv and TensorBoard show one run and the
+    earlier one is not lost. Returns where they went, or None when there was nothing."""
+    names = sorted(f for f in os.listdir(folder) if is_run_file(f))
+    if not names:
+        return None
+    aside = os.path.join(folder, "earlier-" + time.strftime("%Y%m%d-%H%M%S"))
+    while os.path.exists(aside):  # two fresh starts within a second
+        aside += "x"
+    os.makedirs(aside)
+    for f in names:
+        os.replace(os.path.join(folder, f), os.path.join(aside, f))
+    return aside
+
+
 # ----------------------------------------------------------------------------------------------------
 # Flag checks. Each message names the flag and the value.
 def flag(name):

@@ -500,3 +500,25 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_a_message(tmp_path, monk
     with pytest.raises(SystemExit, match="cannot write checkpoint .*No space left"):
         run(["--env", "simple_world", "--save-model", "--total-steps", "20", "--runs-dir", str(tmp_path), *TINY])
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+
+
+def test_a_fresh_run_in_an_earlier_runs_folder_sets_the_earlier_files_aside(tmp_path, capsys):
+    common = ["--env", "simple_world", "--save-model", "--runs-dir", str(tmp_path), *TINY]
+    first = run([*common, "--total-steps", "200"])
+    before = {f: open(os.path.join(first, f), "rb").read() for f in os.listdir(first)}
+    assert {"eval.csv", "checkpoint.pt"} <= set(before) and any(f.startswith("events.out") for f in before)
+    capsys.readouterr()
+    again = run([*common, "--total-steps", "100"])  # the same name, no --resume: a new run
+    assert again == first
+    err = capsys.readouterr().err
+    assert "held an earlier run" in err and "--resume" in err
+    aside = [f for f in os.listdir(first) if f.startswith("earlier-")]
+    assert len(aside) == 1
+    kept = os.path.join(first, aside[0])
+    assert {f: open(os.path.join(kept, f), "rb").read() for f in os.listdir(kept)} == before  # nothing lost
+    steps = [line.split(",")[0] for line in open(os.path.join(first, "eval.csv")).read().split()[1:]]
+    assert steps == ["0", "100"]  # the new run's curve only
+    assert len([f for f in os.listdir(first) if f.startswith("events.out")]) == 1  # TensorBoard sees one run
+    assert ckpt_of(first)["step"] == 100
+    run(["--resume", os.path.join(first, "checkpoint.pt"), "--total-steps", "150"])  # a resume moves nothing
+    assert len([f for f in os.listdir(first) if f.startswith("earlier-")]) == 1
