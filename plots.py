@@ -262,28 +262,26 @@ def fig7(runs, data_dir, out_dir):
 
 
 def render_gif(actor, env, seed, path, to_env):
-    """One deterministic predator-prey episode as a GIF (matplotlib + Pillow, no extra dependency)."""
-    from matplotlib.animation import FuncAnimation, PillowWriter
-
+    """One deterministic predator-prey episode as a GIF (matplotlib frames, written by save_gif)."""
     obs, _ = env.reset(seed=seed)
-    frames = []
+    positions = []
     with torch.no_grad():
         for _ in range(env.episode_len):
-            frames.append(env.pos[0].cpu().numpy().copy())
+            positions.append(env.pos[0].cpu().numpy().copy())
             obs, *_ = env.step(to_env(actor.mean(obs), env), check=False)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=80)  # 320 x 320 pixels
     colors = ["tab:red"] * 3 + ["tab:green"] + ["0.3"] * 2
     sizes = env.size.cpu().numpy()
-
-    def draw(t):
+    frames = []
+    for t, pos in enumerate(positions):
         ax.clear()
-        ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), aspect="equal", xticks=[], yticks=[],
-               title=f"step {t}")
-        for p, c, s in zip(frames[t], colors, sizes):
+        ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), aspect="equal", xticks=[], yticks=[], title=f"step {t}")
+        for p, c, s in zip(pos, colors, sizes):
             ax.add_patch(plt.Circle(p, s, color=c))
-
-    FuncAnimation(fig, draw, frames=len(frames)).save(path, writer=PillowWriter(fps=10))
+        fig.canvas.draw()
+        frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     plt.close(fig)
+    save_gif(frames, path, fps=10)
 
 
 def save_gif(frames, path, fps):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+import envs
 import iac
 
 
@@ -225,7 +226,14 @@ def test_capture_video_writes_a_gif(tmp_path):
     ckpt = os.path.join(run, "checkpoint.pt")
     iac.eval_only(iac.parse_args(["--eval-only", "--checkpoint", ckpt, "--capture-video", "--eval-episodes", "1"]))
     gif = os.path.join(run, "eval.gif")
-    assert open(gif, "rb").read(6) == b"GIF89a"
+    assert open(gif, "rb").read(6) == b"GIF89a" and os.listdir(run).count("eval.gif.tmp") == 0
+    from PIL import Image, ImageSequence
+
+    im = Image.open(gif)
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+    total_ms = sum(f.info["duration"] for f in ImageSequence.Iterator(Image.open(gif)))
+    assert total_ms == envs.make_env("predator_prey", 1).episode_len * 100  # every step, at 10 fps
+    assert len(frames) > 1 and im.size == (320, 320) and not np.array_equal(frames[0], frames[-1])
 
 
 def test_non_finite_loss_stops_with_a_message_and_a_checkpoint(tmp_path, monkeypatch):
