@@ -293,8 +293,12 @@ def save_gif(frames, path, fps):
     while imgs[0].width > 320:
         imgs = [im.reduce(2) for im in imgs]
     tmp = path + ".tmp"
-    imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0)
-    os.replace(tmp, path)
+    try:
+        imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def plot_runs(run_dirs, out, title=None):

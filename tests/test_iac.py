@@ -236,6 +236,25 @@ def test_capture_video_writes_a_gif(tmp_path):
     assert len(frames) > 1 and im.size == (320, 320) and not np.array_equal(frames[0], frames[-1])
 
 
+def test_an_interrupted_gif_write_keeps_the_previous_gif(tmp_path, monkeypatch):
+    import plots
+    from PIL import Image
+
+    path = str(tmp_path / "eval.gif")
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 255)]
+    plots.save_gif(frames, path, fps=10)
+    before = open(path, "rb").read()
+
+    def interrupted(self, fp, *a, **k):  # half a file, then Ctrl-C
+        open(fp, "wb").write(before[:20])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_gif(frames[::-1], path, fps=10)
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["eval.gif"]
+
+
 def test_non_finite_loss_stops_with_a_message_and_a_checkpoint(tmp_path, monkeypatch):
     real = iac.critic_loss
     monkeypatch.setattr(iac, "critic_loss", lambda *a: real(*a) * float("nan"))
