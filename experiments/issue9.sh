@@ -5,7 +5,8 @@
 #   DDPG-MIX --preset authors, SQ, Attn-QMIX.
 # GRID=factors: 100k env steps of the one-factor runs: each Algorithm-1 default put back to the earlier
 #   one alone (Polyak targets, 2,000 random warm-up steps, u' from the current policy), the authors'
-#   preset, for IAC and DDPG-MIX; and IAC with the authors' temperature schedule alone (issue 11 found
+#   preset, for IAC and DDPG-MIX, and the preset with mpe2's predator actions (the preset's env change
+#   taken out); and IAC with the authors' temperature schedule alone (issue 11 found
 #   the learned temperature running away on simple_spread).
 # GRID=c4: 50k env steps of IAC and IAC --preset authors on the 3-pendulum (ENV=multi_pendulum), for
 #   claim C4 (experiments/c4_sigma.py reads their covariance.npz).
@@ -31,6 +32,7 @@ cells=(
   "iac-polyak|iac.py --tau 0.01 --target-update-interval 1"
   "iac-authors|iac.py --preset authors"
   "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
+  "iac-authors-mpe2|iac.py --preset authors --predator-action mpe2"
   "iac-alpha_sched|iac.py --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01"
   "iac-current|iac.py --next-action current"
 )
@@ -47,6 +49,7 @@ cells=(
   "iac-authors|iac.py --preset authors"
   "ddpg_mix|baselines.py --algo ddpg_mix"
   "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
+  "iac-authors-mpe2|iac.py --preset authors --predator-action mpe2"
   "sq|baselines.py --algo sq"
   "attn_qmix|baselines.py --algo attn_qmix"
 )
