@@ -1,0 +1,73 @@
+"""The analysis scripts whose numbers the README quotes (experiments/), on runs whose answers are known."""
+
+import csv
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+import c4_sigma  # noqa: E402
+import final_table  # noqa: E402
+import tb_windows  # noqa: E402
+
+
+def fake_run(root, name, returns, every=1000):
+    d = root / name
+    d.mkdir(parents=True)
+    with open(d / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "eval_return", "u0_0"])
+        w.writerows((i * every, r, 0.0) for i, r in enumerate(returns))
+    return str(d)
+
+
+def test_final_table_averages_each_runs_last_k_then_seeds(tmp_path, capsys):
+    a = fake_run(tmp_path, "pp__x__1", [0, 100, 1, 2, 3])
+    b = fake_run(tmp_path, "pp__x__2", [0, 0, 5, 6, 7])
+    c = fake_run(tmp_path, "pp__y__1", [9, 9, 9, 9, 4])
+    out = tmp_path / "t.csv"
+    final_table.main([a, b, c, "--last", "3", "--csv", str(out)])
+    rows = {r["runs"]: r for r in csv.DictReader(open(out))}
+    assert rows["pp__x"]["per_seed"] == "2.0, 6.0"  # the 100 at step 1000 is outside the last 3
+    assert rows["pp__x"]["mean"] == "4.0" and rows["pp__x"]["std"] == f"{np.std([2, 6], ddof=1):.1f}"
+    assert rows["pp__x"]["window"] == "[2,000, 4,000]"
+    assert rows["pp__y"]["per_seed"] == "7.3" and rows["pp__y"]["std"] == "nan"
+    with pytest.raises(SystemExit, match="fewer than --last 9"):
+        final_table.main([a, "--last", "9"])
+
+
+def test_tb_windows_averages_per_window_and_a_resumed_runs_later_file_wins(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "pp__iac__1"
+    w = SummaryWriter(str(run))
+    for step in range(0, 10001, 1000):
+        w.add_scalar("losses/actor_loss", -step / 1000, step)  # 0, -1, ..., -10
+    w.close()
+    os.utime(next(run.glob("events*")), (1, 1))  # the first file is the older one
+    w = SummaryWriter(str(run), filename_suffix=".resumed")  # resumed at 6000: rewrites 6000 onwards
+    for step in range(6000, 10001, 1000):
+        w.add_scalar("losses/actor_loss", 100.0, step)
+    w.close()
+    pts = dict(tb_windows.scalars(str(run), "losses/actor_loss"))
+    assert pts[5000] == -5 and pts[6000] == 100 and pts[10000] == 100 and len(pts) == 11
+    tb_windows.main([str(run), "--window", "5000", "--until", "10000"])
+    table = capsys.readouterr().out.splitlines()[-1]
+    assert table == f"| pp__iac__1 | {np.mean([-1, -2, -3, -4, -5]):.1f} | 100.0 |"  # (0, 5k], (5k, 10k]
+    fake_run(tmp_path, "pp__ev__1", [4, 6, 8])
+    tb_windows.main([str(tmp_path / "pp__ev__1"), "--tag", "eval", "--window", "1000", "--until", "2000"])
+    assert capsys.readouterr().out.splitlines()[-1] == "| pp__ev__1 | 6.0 | 8.0 |"
+    with pytest.raises(SystemExit, match="no TensorBoard scalar 'nope'"):
+        tb_windows.main([str(run), "--tag", "nope"])
+
+
+def test_c4_sigma_reads_between_agent_correlations_only():
+    # 2 agents x 2 action entries: entries 0, 1 belong to agent 0; 2, 3 to agent 1
+    sigma = np.eye(4) * 4.0
+    sigma[0, 1] = sigma[1, 0] = 3.9  # within agent 0: must be ignored
+    sigma[0, 2] = sigma[2, 0] = 2.0  # between agents: corr 2 / (2 * 2) = 0.5
+    sigma[1, 3] = sigma[3, 1] = -1.0  # corr -0.25
+    c = c4_sigma.between_agent_corr(sigma[None], 2)
+    assert sorted(np.round(c[0], 6)) == [-0.25, 0.0, 0.0, 0.5]
