@@ -60,8 +60,32 @@ def main():
     print("| cell | seeds | (90k, 100k] per seed | mean +- std |\n|---|---|---|---|")
     for cell, seeds, per_seed, mean, std in rows:
         print(f"| {cell} | {seeds} | {per_seed} | {mean} +- {std} |")
-    plots.plot_runs(sorted(glob.glob(os.path.join(data, "predator_prey__*"))),
-                    os.path.join(OUT, "predator_prey_100k.png"), title="predator-prey, issue 9 runs to 100k")
+    for method, label in (("iac", "IAC"), ("ddpg_mix", "DDPG-MIX")):
+        plots.plot_runs(sorted(glob.glob(os.path.join(data, f"predator_prey__{method}-*"))),
+                        os.path.join(OUT, f"predator_prey_100k_{method}.png"),
+                        title=f"predator-prey, {label}: one factor at a time, to 100k")
+    effect_plot(cells)
+
+
+def effect_plot(cells):
+    """The table as a picture: each reading's (90k, 100k] return, IAC beside DDPG-MIX, one dot per seed."""
+    import matplotlib.pyplot as plt
+
+    readings = sorted({c.split("-", 1)[1] for c in cells}, key=lambda r: (r != "alg1", r == "old", r))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, (method, label) in enumerate((("iac", "IAC"), ("ddpg_mix", "DDPG-MIX"))):
+        for x, reading in enumerate(readings):
+            vals = [v for _, v in cells.get(f"{method}-{reading}", [])]
+            if not vals:
+                continue
+            xs = x + (k - 0.5) * 0.3
+            ax.scatter([xs] * len(vals), vals, color=f"C{k}", s=12, alpha=0.6)
+            ax.errorbar(xs, statistics.mean(vals), yerr=statistics.stdev(vals) if len(vals) > 1 else 0,
+                        color=f"C{k}", marker="_", ms=14, capsize=3, label=label if x == 0 else None)
+    ax.set_xticks(range(len(readings)), readings)
+    ax.set(ylabel="mean eval return, (90k, 100k]", title="predator-prey: which reading moves the 100k return")
+    ax.legend(fontsize=8)
+    plots.save(fig, OUT, "factors_100k")
 
 
 if __name__ == "__main__":
