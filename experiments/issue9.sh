@@ -6,8 +6,9 @@
 # GRID=factors: 100k env steps of the one-factor runs: each Algorithm-1 default put back to the earlier
 #   one alone (Polyak targets, 2,000 random warm-up steps, u' from the current policy), the authors'
 #   preset, for IAC and DDPG-MIX, and the preset with mpe2's predator actions (the preset's env change
-#   taken out); and IAC with the authors' temperature schedule alone (issue 11 found
-#   the learned temperature running away on simple_spread).
+#   taken out), and DDPG-MIX's preset with gradient clipping put back; and IAC with the authors'
+#   temperature schedule alone (issue 11 found the learned temperature running away on simple_spread) or
+#   the authors' actor objective alone (the mean of the Q_i).
 # GRID=c4: 50k env steps of IAC and IAC --preset authors on the 3-pendulum (ENV=multi_pendulum), for
 #   claim C4 (experiments/c4_sigma.py reads their covariance.npz).
 # Re-running skips complete runs and resumes interrupted ones from their checkpoints (every 10k steps),
@@ -34,6 +35,8 @@ cells=(
   "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
   "iac-authors-mpe2|iac.py --preset authors --predator-action mpe2"
   "iac-alpha_sched|iac.py --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01"
+  "ddpg_mix-authors-clip|baselines.py --algo ddpg_mix --preset authors --grad-clip 10"
+  "iac-mean_q|iac.py --actor-objective mean_q"
   "iac-current|iac.py --next-action current"
 )
 elif [[ "$GRID" == c4 ]]; then
