@@ -82,7 +82,8 @@ def effect_plot(cells):
             ax.scatter([xs] * len(vals), vals, color=f"C{k}", s=12, alpha=0.6)
             ax.errorbar(xs, statistics.mean(vals), yerr=statistics.stdev(vals) if len(vals) > 1 else 0,
                         color=f"C{k}", marker="_", ms=14, capsize=3, label=label if x == 0 else None)
-    ax.set_xticks(range(len(readings)), readings)
+    ax.set_xticks(range(len(readings)), [r + ("\n(5-D actions)" if r.startswith("authors") and "mpe2" not in r else "")
+                                         for r in readings])
     ax.set(ylabel="mean eval return, (90k, 100k]", title="predator-prey: which reading moves the 100k return")
     ax.legend(fontsize=8)
     plots.save(fig, OUT, "factors_100k")
