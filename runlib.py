@@ -3,6 +3,7 @@
   * random streams: one seed per stream, derived from --seed, and every stream's state for checkpoints;
   * checkpoints: atomic writes, and loading with torch's weights-only unpickler plus an explicit
     allow-list, so that a checkpoint from someone else cannot run code;
+  * run folders: a fresh run sets an earlier run's files aside instead of mixing with them;
   * flag checks that name the flag and the value;
   * the non-finite guard of the training loop;
   * atomic text / CSV writes and the progress line.
