@@ -6,7 +6,7 @@
 # GRID=factors: 100k env steps of the one-factor runs: each Algorithm-1 default put back to the earlier
 #   one alone (Polyak targets, 2,000 random warm-up steps, u' from the current policy), the authors'
 #   preset, for IAC and DDPG-MIX, and the preset with mpe2's predator actions (the preset's env change
-#   taken out), and DDPG-MIX's preset with gradient clipping put back; and IAC with the authors'
+#   taken out), and DDPG-MIX's preset with gradient clipping or the env's state put back; and IAC with the authors'
 #   temperature schedule alone (issue 11 found the learned temperature running away on simple_spread) or
 #   the authors' actor objective alone (the mean of the Q_i).
 # GRID=c4: 50k env steps of IAC and IAC --preset authors on the 3-pendulum (ENV=multi_pendulum), for
@@ -36,6 +36,7 @@ cells=(
   "iac-authors-mpe2|iac.py --preset authors --predator-action mpe2"
   "iac-alpha_sched|iac.py --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01"
   "ddpg_mix-authors-clip|baselines.py --algo ddpg_mix --preset authors --grad-clip 10"
+  "ddpg_mix-authors-state|baselines.py --algo ddpg_mix --preset authors --mixer-state env"
   "iac-mean_q|iac.py --actor-objective mean_q"
   "iac-current|iac.py --next-action current"
 )
