@@ -53,7 +53,6 @@ cells=(
   "iac-authors|iac.py --preset authors"
   "ddpg_mix|baselines.py --algo ddpg_mix"
   "ddpg_mix-authors|baselines.py --algo ddpg_mix --preset authors"
-  "iac-authors-mpe2|iac.py --preset authors --predator-action mpe2"
   "sq|baselines.py --algo sq"
   "attn_qmix|baselines.py --algo attn_qmix"
 )
