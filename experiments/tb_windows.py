@@ -9,18 +9,21 @@ evaluation return) in windows of env steps. Used for issue 9's over-estimation f
 """
 
 import argparse
-import csv
 import glob
 import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import plots  # noqa: E402  (read_eval: the eval.csv reader every figure uses)
 
 
 def scalars(run_dir, tag):
     """[(step, value)] of one tag over every event file of the run (a resumed run writes more than one;
     a later file's points replace an earlier file's from the step it starts at)."""
     if tag == "eval":
-        with open(os.path.join(run_dir, "eval.csv")) as f:
-            return [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+        ev = plots.read_eval(os.path.join(run_dir, "eval.csv"))
+        return [(int(t), float(v)) for t, v in zip(ev["step"], ev["eval_return"])]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     points = []
