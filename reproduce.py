@@ -71,7 +71,7 @@ def runs_for(tier, seeds, runs_root=os.path.join("runs", "reproduce")):
     specs = []
     for seed in range(1, seeds + 1):  # seed by seed, so that a partial reproduction covers every figure
         for algo in FIG2_ALGOS:
-            specs.append(("simple_world", algo, seed, t["sw_steps"], [], t["sw_flags"] + ["--save-model"]))
+            specs.append(("simple_world", algo, seed, t["sw_steps"], [], t["sw_flags"]))
         for env in FIG4_ENVS:
             pp = env != "multi_pendulum"
             steps, flags = (t.get("pp_steps", t["steps"]), t.get("pp_flags", t["flags"])) if pp else (t["steps"], t["flags"])

@@ -86,6 +86,10 @@ def test_list_prints_one_command_per_population(capsys):
     assert len(reproduce.runs_for("quick", 2)) == 60 and len(lines) == 6 + 27
     assert all(line.startswith(("python iac.py", "python baselines.py --algo")) for line in lines)
     assert sum("--seeds 1,2" in line for line in lines) == 27
+    for tier in reproduce.TIERS:  # each flag once: a command is read (and pasted into schedulers) by people
+        for job in reproduce.jobs_for(reproduce.runs_for(tier, 2)):
+            flags = [w for w in job["cmd"] if w.startswith("--")]
+            assert len(flags) == len(set(flags)), job["cmd"]
 
 
 def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path):
