@@ -1219,7 +1219,7 @@ def train(args, make_q=None):
             runlib.write_csv(os.path.join(folder, "eval.csv"), header, evals[k])
             if args.policy != "deterministic":
                 covs[k].append((step, cov[k]))
-                np.savez(os.path.join(folder, "covariance.npz"), step=np.array([c[0] for c in covs[k]]),
+                runlib.save_npz(os.path.join(folder, "covariance.npz"), step=np.array([c[0] for c in covs[k]]),
                          sigma=torch.stack([c[1] for c in covs[k]]).numpy())
         return sum(rets) / K
 
@@ -1243,11 +1243,14 @@ def train(args, make_q=None):
 
     progress = runlib.Progress(args.total_steps, not args.no_progress)
     last_train_ret = last_eval = None
-    if not evals[0]:
-        last_eval = log_eval()
+    stop = runlib.DeferredInterrupt().__enter__()  # Ctrl-C / SIGTERM: finish the step, then save and stop
     t0, step0 = time.time(), step
     try:
+        if not evals[0]:
+            last_eval = log_eval()
         while step < args.total_steps:
+            if stop.requested:  # between two steps: the checkpoint below resumes exactly
+                raise KeyboardInterrupt
             # Algorithm 1 line 6: u ~ pi(. | o, s), Eq. (14); uniform random during a --learning-starts warm-up
             with torch.no_grad():
                 if step < args.learning_starts:
@@ -1307,14 +1310,21 @@ def train(args, make_q=None):
             saved = (f"{ckpt_path} holds the last checkpoint before it" if os.path.isfile(ckpt_path) else
                      "no checkpoint was written before it (--save-model writes them)")
         sys.exit(f"error: {what}; {saved}. Try a lower --actor-lr / --critic-lr or a smaller --grad-clip.")
+    except runlib.HardInterrupt as e:
+        on_disk = f"{ckpt_path} holds the last checkpoint" if os.path.isfile(ckpt_path) else "no checkpoint was written"
+        sys.exit(f"\nstopped at once by a second {e}, mid-step, so nothing was saved; {on_disk}")
     except KeyboardInterrupt:
         try:
             checkpoint()
+        except runlib.HardInterrupt as e:  # a second signal while the checkpoint was being written
+            sys.exit(f"\nstopped by a second {e} while saving; {ckpt_path} is left as it was before")
         except runlib.NonFinite as e:
             sys.exit(f"\ninterrupted at step {step:,}, after a non-finite {e.name} at gradient update "
                      f"{e.n_update:,}: the checkpoint on disk is from before it")
         print(f"\ninterrupted at step {step:,}; resume with --resume {ckpt_path}")
-        raise SystemExit(130)
+        raise SystemExit(143 if stop.requested == "SIGTERM" else 130)
+    finally:
+        stop.__exit__()
     if progress.due(force=True):
         progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
         print()

@@ -6,7 +6,8 @@
   * run folders: a fresh run sets an earlier run's files aside instead of mixing with them;
   * flag checks that name the flag and the value;
   * the non-finite guard of the training loop;
-  * atomic text / CSV writes and the progress line.
+  * deferred Ctrl-C / SIGTERM (the loop stops between two steps), atomic text / CSV / npz writes and
+    the progress line.
 """
 
 import argparse
@@ -82,10 +83,12 @@ def save_checkpoint(path, **state):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # a full disk, a folder that went away...
+    except BaseException as e:  # a full disk, a folder that went away, Ctrl-C...
         if os.path.exists(tmp):
             os.remove(tmp)
-        sys.exit(f"error: cannot write checkpoint {path}: {e}; the previous checkpoint (if any) is intact")
+        if isinstance(e, OSError):
+            sys.exit(f"error: cannot write checkpoint {path}: {e}; the previous checkpoint (if any) is intact")
+        raise
 
 
 def _legacy_globals():
@@ -237,20 +240,80 @@ class Guard:
 
 
 # ----------------------------------------------------------------------------------------------------
-def write_text(path, text):
+def _write_atomic(path, write, mode="w"):
+    """write(f) into path + ".tmp", then rename: a reader never sees half a file. On failure the temp file
+    goes and the previous file stays; a full disk or a vanished folder stops the run with one line."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({"newline": ""} if mode == "w" else {})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            sys.exit(f"error: cannot write {path}: {e}; the previous {os.path.basename(path)} (if any) is intact")
+        raise
+
+
+def write_text(path, text):
+    _write_atomic(path, lambda f: f.write(text))
 
 
 def write_csv(path, header, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    def write(f):
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
+
+    _write_atomic(path, write)
+
+
+def save_npz(path, **arrays):
+    _write_atomic(path, lambda f: np.savez(f, **arrays), mode="wb")
+
+
+class DeferredInterrupt:
+    """Ctrl-C (SIGINT) or SIGTERM (a scheduler's time limit) during training: the env step and updates in
+    progress finish, then `requested` is set and the loop stops between two steps, where a checkpoint
+    holds exactly the state an uninterrupted run has there (so its resume equals the uninterrupted run).
+    A second signal stops at once, without a checkpoint (HardInterrupt). Signals can only be caught in
+    the main thread; elsewhere this does nothing."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.requested, self.previous = None, {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.requested:
+            raise HardInterrupt(signal.Signals(signum).name)
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: stopping after this step (send it again to stop at once, without saving)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class HardInterrupt(KeyboardInterrupt):
+    """A second Ctrl-C / SIGTERM: the state is mid-step, so no checkpoint is written from it."""
 
 
 class Progress:

@@ -475,6 +475,58 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
         assert_same(a[k], b[k], k)
 
 
+def _signal_inside_update(monkeypatch, at, signals):
+    """Send the signals to this process from inside gradient update `at`, before its optimiser steps:
+    where a real Ctrl-C or a scheduler's SIGTERM most often lands."""
+    real, calls = iac.update, []
+
+    def update(*a, **k):
+        calls.append(1)
+        if len(calls) == at:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+        return real(*a, **k)
+
+    monkeypatch.setattr(iac, "update", update)
+
+
+@pytest.mark.parametrize("sig,code,seeds", [(signal.SIGINT, 130, None), (signal.SIGTERM, 143, None),
+                                           (signal.SIGINT, 130, "1,2")], ids=["sigint", "sigterm", "sigint-population"])
+def test_a_signal_mid_update_finishes_the_step_and_resumes_exactly(sig, code, seeds, tmp_path, monkeypatch):
+    """The step in progress completes before the checkpoint is written, so the resumed run equals the
+    uninterrupted one (a checkpoint taken mid-update loses or half-applies that update)."""
+    common = ["--env", "predator_prey", "--save-model", "--checkpoint-every", "1000", "--total-steps", "120", *TINY,
+              *(["--seeds", seeds] if seeds else [])]
+    run([*common, "--runs-dir", str(tmp_path / "full")])
+    _signal_inside_update(monkeypatch, 40, [sig])
+    with pytest.raises(SystemExit) as e:
+        run([*common, "--runs-dir", str(tmp_path / "cut")])
+    assert e.value.code == code
+    monkeypatch.undo()
+    assert signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL)  # the handlers are given back
+    name = "predator_prey__iac__seeds-1-2" if seeds else "predator_prey__iac__1"
+    cut = ckpt_of(str(tmp_path / "cut" / name))
+    assert 0 < cut["step"] < 120 and cut["n_updates"] == 40
+    assert cut["opt_critic"]["state"][0]["step"].item() == 40  # the 40th update was applied, whole
+    run(["--resume", str(tmp_path / "cut" / name / "checkpoint.pt")])
+    full_dir = str(tmp_path / "full" / name)
+    a, b = ckpt_of(full_dir), ckpt_of(str(tmp_path / "cut" / name))
+    for k in ("actor", "critic", "actor_target", "critic_target", "opt_actor", "opt_critic", "buffer", "rng",
+              "evals", "step", "n_updates"):
+        assert_same(a[k], b[k], k)
+
+
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    common = ["--env", "predator_prey", "--save-model", "--checkpoint-every", "50", "--total-steps", "120", *TINY,
+              "--runs-dir", str(tmp_path)]
+    _signal_inside_update(monkeypatch, 80, [signal.SIGINT, signal.SIGINT])
+    with pytest.raises(SystemExit, match="second SIGINT.*nothing was saved"):
+        run(common)
+    monkeypatch.undo()
+    ckpt = ckpt_of(str(tmp_path / "predator_prey__iac__1"))
+    assert ckpt["step"] == 50 and ckpt["n_updates"] < 80  # the periodic checkpoint, not the mid-step state
+
+
 def test_baselines_eval_only_evaluates_the_checkpoint(tmp_path, capsys):
     r = run(["--env", "simple_world", "--save-model", "--total-steps", "40", "--runs-dir", str(tmp_path), *TINY,
              "--eval-every", "20"], "sq")
@@ -499,6 +551,20 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_a_message(tmp_path, monk
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(SystemExit, match="cannot write checkpoint .*No space left"):
         run(["--env", "simple_world", "--save-model", "--total-steps", "20", "--runs-dir", str(tmp_path), *TINY])
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+
+
+def test_a_full_disk_while_writing_eval_csv_stops_with_a_message(tmp_path, monkeypatch):
+    real = runlib.csv.writer
+
+    def writer(f):
+        if f.name.endswith("eval.csv.tmp"):
+            raise OSError(28, "No space left on device")
+        return real(f)
+
+    monkeypatch.setattr(runlib.csv, "writer", writer)
+    with pytest.raises(SystemExit, match="cannot write .*eval.csv: .*No space left"):
+        run(["--env", "simple_world", "--total-steps", "20", "--runs-dir", str(tmp_path), *TINY])
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
 
