@@ -13,6 +13,7 @@ The matrix game of Section 3 (Tables 1-4) has its own small discrete QMIX / QMIX
 
 import argparse
 import math
+import os
 import sys
 
 import torch
@@ -208,7 +209,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
         description="Baselines of IAC. Continuous methods take every flag of iac.py (see python iac.py "
-        "--help) except the switches their preset sets.", add_help=False)
+        "--help) except the switches their preset sets.", add_help=False, allow_abbrev=False)
     p.add_argument("--algo", choices=[*PRESETS, *MATRIX_ALGOS],
                    help="method: a continuous preset of iac.py's grid, or the matrix game's qmix / qmixs")
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
@@ -232,7 +233,7 @@ def main(argv=None):
     if known.algo is None:
         p.error("--algo is required")
     if known.algo in MATRIX_ALGOS:
-        q = argparse.ArgumentParser(prog=f"baselines.py --algo {known.algo}")
+        q = argparse.ArgumentParser(prog=f"baselines.py --algo {known.algo}", allow_abbrev=False)
         q.add_argument("--env", default="matrix_game", choices=["matrix_game"],
                        help="qmix / qmixs run on the matrix game of Section 3 only")
         q.add_argument("--seed", type=int, default=1, help="seed of torch and the sampled joint actions")
@@ -249,6 +250,7 @@ def main(argv=None):
         text, _ = matrix_game_report(known.algo, qa.seed)
         print(text)
         if qa.out:
+            os.makedirs(os.path.dirname(os.path.abspath(qa.out)), exist_ok=True)
             runlib.write_text(qa.out, text + "\n")
         return text
     if "--env=matrix_game" in rest or ("--env" in rest and rest[rest.index("--env") + 1:][:1] == ["matrix_game"]):

@@ -67,7 +67,7 @@ def parser():
         description="Train IAC (arXiv 2102.06042) or one of its ablations on a batched env. With no "
         "flags beyond --env, predator_prey trains for 200k env steps, about an hour on one CPU core. "
         "README 'Results' has the measured curves and how they compare with the paper.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     a = p.add_argument
     a("--env", default="predator_prey", metavar="ENV",
       help=f"environment: one of Section 5.1's ({', '.join(BUILTIN_ENVS)}; the matrix game of Section 3 is in "
@@ -284,6 +284,28 @@ def check_args(p, args):
         if changed:
             p.error(f"--resume continues a run with its own settings; {', '.join(map(runlib.flag, changed))} "
                     f"cannot be changed (only {', '.join(map(runlib.flag, RESUME_MAY_SET[1:]))} can)")
+        return
+    for name in args.explicit:  # a flag the other settings make meaningless is refused, not silently ignored
+        if name in ONLY_WITH and not ONLY_WITH[name][0](args):
+            p.error(f"{runlib.flag(name)} has no effect {ONLY_WITH[name][1](args)}; drop it")
+
+
+_stochastic = (lambda a: a.policy != "deterministic", lambda a: "with --policy deterministic (no Gaussian)")
+# flag -> (when it has an effect, why not here). Network sizes (--hidden, --heads, --mixer-embed) are
+# left out: a sweep passes one set of sizes to every method.
+ONLY_WITH = {
+    "rank": (lambda a: a.policy == "joint", lambda a: f"with --policy {a.policy} (L exists with joint only)"),
+    "l_bound": (lambda a: a.policy == "joint", lambda a: f"with --policy {a.policy} (L exists with joint only)"),
+    **{k: _stochastic for k in ("cov_diag", "mean_noise", "squash", "next_action", "td_entropy", "alpha",
+                                "alpha_decay", "alpha_min", "alpha_lr")},
+    "exploration_noise": (lambda a: a.policy == "deterministic",
+                          lambda a: f"with --policy {a.policy} (it explores by sampling its Gaussian)"),
+    "others_actions": (lambda a: a.mixer == "none", lambda a: "with --mixer qmix (Q_tot takes every fresh action)"),
+    "actor_objective": (lambda a: a.mixer == "qmix", lambda a: "with --mixer none (each agent maximises its Q_i)"),
+    "alpha_lr": (lambda a: a.policy != "deterministic" and a.alpha is None, lambda a: _stochastic[1](a) if
+                 a.policy == "deterministic" else f"with a fixed --alpha {a.alpha} (only a learned alpha has a rate)"),
+    "checkpoint_every": (lambda a: a.save_model, lambda a: "without --save-model (no checkpoints are written)"),
+}
 
 
 MAX_MEMBERS = 256
@@ -1077,6 +1099,9 @@ def resumed_args(args, resume, make_q):
     run_dir = os.path.dirname(os.path.abspath(args.resume))
     if "runs_dir" not in getattr(args, "explicit", ()) and os.path.basename(run_dir) == checkpoint_dir_name(new):
         new.runs_dir = os.path.dirname(run_dir)  # continue where the checkpoint lies, even if it was moved
+    if new.total_steps is not None and new.total_steps < resume["step"]:
+        sys.exit(f"error: --resume {args.resume}: the run is at step {resume['step']:,}, past --total-steps "
+                 f"{new.total_steps:,}; give a --total-steps of at least {resume['step']:,}")
     was_cuda = bool(saved.get("cuda"))
     if args.cuda is None:
         new.cuda = was_cuda
@@ -1087,6 +1112,10 @@ def resumed_args(args, resume, make_q):
     if getattr(new, "algo", None) == "maac" and make_q is None:
         sys.exit(f"error: {args.resume} is a MAAC run: resume it with baselines.py --resume")
     return new, new.cuda != was_cuda
+
+
+def same_file(a, b):
+    return os.path.exists(b) and os.path.samefile(a, b)
 
 
 def train(args, make_q=None):
@@ -1125,13 +1154,19 @@ def train(args, make_q=None):
     target_entropy = -float(n * d)
     run_dirs = [os.path.join(args.runs_dir, run_name(args, seed)) for seed in seeds]
     ckpt_dir = os.path.join(args.runs_dir, checkpoint_dir_name(args))
+    ckpt_path = os.path.join(ckpt_dir, "checkpoint.pt")
+    if resume is not None and not same_file(args.resume, ckpt_path):
+        held = [f for f in dict.fromkeys((*run_dirs, ckpt_dir)) if os.path.isdir(f) and any(map(runlib.is_run_file, os.listdir(f)))]
+        if held:  # e.g. a checkpoint set aside in earlier-<time>/: continuing it here would overwrite the newer run
+            sys.exit(f"error: --resume {args.resume} would continue in {held[0]}, which holds the files of another "
+                     f"run (its checkpoint is {ckpt_path}). Pass --runs-dir NEW_FOLDER to continue it there, or "
+                     "move that folder away first")
     for folder in dict.fromkeys((*run_dirs, ckpt_dir)):
         os.makedirs(folder, exist_ok=True)
         aside = None if resume is not None else runlib.set_aside_earlier_run(folder)
         if aside:
             print(f"warning: {folder} held an earlier run; this fresh run starts over and its files are moved to "
                   f"{aside} (to continue that run instead, pass --resume with its checkpoint.pt)", file=sys.stderr)
-    ckpt_path = os.path.join(ckpt_dir, "checkpoint.pt")
 
     step, n_updates, updates_owed = 0, 0, 0.0
     evals, covs = [[] for _ in seeds], [[] for _ in seeds]  # per member
@@ -1340,6 +1375,10 @@ def eval_only(args):
     return (a population's: the list of its members')."""
     ckpt = runlib.load_checkpoint(args.checkpoint)
     targs = argparse.Namespace(**checkpoint_args(ckpt))
+    method, asked = getattr(targs, "algo", "iac"), getattr(args, "algo", "iac")
+    if method != asked:
+        how = "iac.py" if method == "iac" else f"baselines.py --algo {method}"
+        sys.exit(f"error: --checkpoint {args.checkpoint} is a {method} run, not {asked}: evaluate it with {how} --eval-only")
     device = torch.device("cuda" if args.cuda else "cpu")
     if args.capture_video:
         if own_env(targs):

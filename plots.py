@@ -303,13 +303,13 @@ def save_gif(frames, path, fps):
 
 def plot_runs(run_dirs, out, title=None):
     """Evaluation curves of any runs (their eval.csv): runs named <env>__<exp>__<seed> that differ only
-    in the seed share a colour, one thin line per seed and a thick mean over the steps all of them
-    reached. The CSV of the points goes next to the PNG.
+    in the seed share a colour, one thin line per seed and a thick mean at the steps all of them
+    evaluated. The CSV of the points goes next to the PNG.
     `python plots.py runs/<run> [runs/<run> ...] --out curves.png`"""
     if not out.endswith(".png"):
         raise SystemExit(f"error: --out {out}: give a .png path")
     groups = {}
-    for d in run_dirs:
+    for d in dict.fromkeys(os.path.realpath(d) for d in run_dirs):  # a run named twice (RUN, RUN/) counts once
         path = os.path.join(d, "eval.csv")
         if not os.path.isfile(path):
             raise SystemExit(f"error: {path} not found: give run folders written by iac.py / baselines.py")
@@ -322,9 +322,11 @@ def plot_runs(run_dirs, out, title=None):
         for name, ev in evs:
             ax.plot(ev["step"], ev["eval_return"], color=color, lw=0.6, alpha=0.45)
             rows += [(name, int(t), v) for t, v in zip(ev["step"], ev["eval_return"])]
-        n = min(len(ev["step"]) for _, ev in evs)
-        mean = np.mean([ev["eval_return"][:n] for _, ev in evs], 0)
-        ax.plot(evs[0][1]["step"][:n], mean, color=color, lw=2, label=f"{group} (mean of {len(evs)})")
+        common = evs[0][1]["step"]  # the mean is taken at the steps every run of the group evaluated
+        for _, ev in evs[1:]:
+            common = np.intersect1d(common, ev["step"])
+        mean = np.mean([ev["eval_return"][np.isin(ev["step"], common)] for _, ev in evs], 0)
+        ax.plot(common, mean, color=color, lw=2, label=f"{group} (mean of {len(evs)})")
     ax.set(title=title or "deterministic evaluation return", xlabel="env steps", ylabel="evaluation return")
     ax.legend(fontsize=7)
     stem = os.path.splitext(os.path.abspath(out))[0]
@@ -336,7 +338,7 @@ def plot_runs(run_dirs, out, title=None):
 def main(argv=None):
     import argparse
 
-    p = argparse.ArgumentParser(description="Plot the evaluation curves of training runs.")
+    p = argparse.ArgumentParser(description="Plot the evaluation curves of training runs.", allow_abbrev=False)
     p.add_argument("runs", nargs="+", help="run folders, each holding an eval.csv")
     p.add_argument("--out", default="curves.png", help="PNG to write (its CSV goes beside it)")
     p.add_argument("--title", default=None, help="figure title (default: 'deterministic evaluation return')")

@@ -153,14 +153,22 @@ def collect(run, data_dir):
     src, dst = run["dir"], os.path.join(data_dir, run["name"])
     if last_step(os.path.join(src, "eval.csv")) < run["steps"]:
         return
+    # Fig. 2 needs the learned Q_tot landscape, read from the checkpoint: first, so that a run whose
+    # checkpoint cannot be read leaves no eval.csv here that would pass it as collected
+    landscape = simple_world_landscape(os.path.join(src, "checkpoint.pt")) if run["env"] == "simple_world" else None
     os.makedirs(dst, exist_ok=True)
+    if landscape is not None:
+        runlib.save_npz(os.path.join(dst, "landscape.npz"), **landscape)
     for f in ("eval.csv", "covariance.npz"):
         if os.path.isfile(os.path.join(src, f)):
             shutil.copyfile(os.path.join(src, f), os.path.join(dst, f + ".tmp"))
             os.replace(os.path.join(dst, f + ".tmp"), os.path.join(dst, f))
-    if run["env"] == "simple_world":  # Fig. 2 needs the learned Q_tot landscape, from the checkpoint
-        np.savez(os.path.join(dst, "landscape.tmp.npz"), **simple_world_landscape(os.path.join(src, "checkpoint.pt")))
-        os.replace(os.path.join(dst, "landscape.tmp.npz"), os.path.join(dst, "landscape.npz"))
+
+
+def collected(run, data_dir):
+    dst = os.path.join(data_dir, run["name"])
+    need = ["eval.csv"] + (["landscape.npz"] if run["env"] == "simple_world" else [])
+    return all(os.path.isfile(os.path.join(dst, f)) for f in need)
 
 
 def simple_world_landscape(ckpt_path, points=61):
@@ -195,7 +203,7 @@ def tables(out_dir):
 # ------------------------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(prog="reproduce.sh", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     tier = p.add_mutually_exclusive_group()
     tier.add_argument("--quick", action="store_const", dest="tier", const="quick", help="toy budgets (CI)")
     tier.add_argument("--paper", action="store_const", dest="tier", const="paper", help="the paper's budgets (GPU)")
@@ -245,7 +253,7 @@ def main(argv=None):
         if failed:
             print(f"{len(failed)} run(s) failed; see their logs in {log_dir}: {', '.join(failed)}", file=sys.stderr)
     for r in runs:  # also runs finished elsewhere (--list on a cluster)
-        if not os.path.isdir(os.path.join(data_dir, r["name"])):
+        if not collected(r, data_dir):
             collect(r, data_dir)
     import plots
 

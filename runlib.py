@@ -118,6 +118,8 @@ def load_checkpoint(path):
         sys.exit(f"error: {path} is not a checkpoint written by iac.py / baselines.py")
     if isinstance(ckpt["args"], dict):
         ckpt["args"] = argparse.Namespace(**ckpt["args"])
+    if not isinstance(ckpt["args"], argparse.Namespace) or not hasattr(ckpt["args"], "env"):
+        sys.exit(f"error: {path} is not a checkpoint written by iac.py / baselines.py (its settings name no env)")
     ckpt.setdefault("format", 1)
     return ckpt
 
@@ -169,6 +171,8 @@ def check_number(p, args, name, lo=None, hi=None, lo_open=False, hi_open=False, 
 def check_out_dir(p, name, path):
     """A folder we will write into: it may not exist yet, but it must not be a file, and the nearest
     existing folder above it must be writable."""
+    if not path.strip():
+        p.error(f"{flag(name)} {path!r}: give a folder (an empty name would mean the current folder)")
     if os.path.exists(path) and not os.path.isdir(path):
         p.error(f"{flag(name)} {path}: exists and is not a folder")
     parent = os.path.abspath(path)
@@ -182,6 +186,8 @@ def check_out_dir(p, name, path):
 
 def check_out_file(p, name, path, suffix=None):
     """A file we will write: its folder must exist (or be creatable) and the path must not be a folder."""
+    if not os.path.basename(path).strip() or (suffix and os.path.basename(path) == suffix):
+        p.error(f"{flag(name)} {path!r}: give a file name")
     if suffix and not path.endswith(suffix):
         p.error(f"{flag(name)} {path}: give a {suffix} path")
     if os.path.isdir(path):

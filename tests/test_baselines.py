@@ -133,3 +133,9 @@ def test_bad_combinations_are_refused(capsys):
     with pytest.raises(SystemExit):
         baselines.main(["--env", "predator_prey"])
     assert "--algo is required" in capsys.readouterr().err
+
+
+def test_matrix_game_tables_go_to_an_out_file_in_a_new_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "tables.md"
+    text = baselines.main(["--algo", "qmix", "--out", str(out)])
+    assert out.read_text() == text + "\n" and "Q_tot" in text

@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import baselines
+import iac
 import reproduce
 
 FIGURES = ["fig2_simple_world", "fig3_exploration", "fig4_learning_curves", "fig5_covariance", "fig6_scalability",
@@ -90,6 +93,12 @@ def test_list_prints_one_command_per_population(capsys):
         for job in reproduce.jobs_for(reproduce.runs_for(tier, 2)):
             flags = [w for w in job["cmd"] if w.startswith("--")]
             assert len(flags) == len(set(flags)), job["cmd"]
+            algo = job["members"][0]["algo"]  # and every command passes iac.py's / baselines.py's checks
+            argv = [w for w in job["cmd"] if w != "--cuda" or torch.cuda.is_available()]  # (--paper's GPU runs)
+            if algo == "iac":
+                iac.parse_args(argv[2:])
+            elif algo not in baselines.MATRIX_ALGOS:
+                baselines.continuous_args(algo, argv[4:])
 
 
 def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path):
@@ -110,6 +119,38 @@ def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path
         plots.plot_runs([tmp_path], str(out))
     with pytest.raises(SystemExit, match="give a .png"):
         plots.plot_runs([tmp_path / "pp__iac__1"], str(tmp_path / "curves.pdf"))
+
+
+def test_plot_runs_means_seeds_at_the_steps_they_share(tmp_path, monkeypatch):
+    """Seeds evaluated on different schedules (another --eval-every or --num-envs) are averaged step by
+    step, not row by row; a run named twice counts once."""
+    import matplotlib.axes
+
+    import plots
+
+    for seed, every in ((1, 100), (2, 200)):  # return = step / 10 in both runs
+        d = tmp_path / f"pp__iac__{seed}"
+        d.mkdir()
+        (d / "eval.csv").write_text("step,eval_return\n" + "".join(f"{t},{t / 10}\n" for t in range(0, 401, every)))
+    lines, real = [], matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, x, y, **k: lines.append((list(x), list(y), k)) or real(ax, x, y, **k))
+    runs = [tmp_path / "pp__iac__1", tmp_path / "pp__iac__2", str(tmp_path / "pp__iac__2") + "/"]
+    plots.plot_runs(runs, str(tmp_path / "curves.png"))
+    (x, y, k), = [line for line in lines if "label" in line[2]]
+    assert x == [0, 200, 400] and y == [0.0, 20.0, 40.0] and k["label"] == "pp__iac (mean of 2)"
+
+
+def test_a_simple_world_run_without_its_checkpoint_is_not_left_half_collected(tmp_path):
+    """Fig. 2 reads the landscape from the run's checkpoint: if it cannot, nothing is copied, so a later
+    --plot-only tries again instead of drawing from an eval.csv without its landscape."""
+    src = tmp_path / "runs" / "simple_world__iac__1"
+    src.mkdir(parents=True)
+    (src / "eval.csv").write_text("step,eval_return\n0,1.0\n300,2.0\n")
+    run = dict(name=src.name, env="simple_world", algo="iac", exp="iac", seed=1, steps=300, dir=str(src))
+    data = tmp_path / "data"
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        reproduce.collect(run, str(data))
+    assert not reproduce.collected(run, str(data)) and not (data / src.name / "eval.csv").exists()
 
 
 def test_default_tier_takes_predator_prey_past_its_dip_and_feeds_every_figure():

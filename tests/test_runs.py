@@ -588,3 +588,17 @@ def test_a_fresh_run_in_an_earlier_runs_folder_sets_the_earlier_files_aside(tmp_
     assert ckpt_of(first)["step"] == 100
     run(["--resume", os.path.join(first, "checkpoint.pt"), "--total-steps", "150"])  # a resume moves nothing
     assert len([f for f in os.listdir(first) if f.startswith("earlier-")]) == 1
+
+
+def test_resuming_a_set_aside_checkpoint_never_overwrites_the_newer_run(tmp_path, capsys):
+    common = ["--env", "simple_world", "--save-model", "--runs-dir", str(tmp_path), *TINY]
+    first = run([*common, "--total-steps", "200"])
+    run([*common, "--total-steps", "100"])  # a fresh run: the first one moves to earlier-<time>/
+    aside = os.path.join(first, next(f for f in os.listdir(first) if f.startswith("earlier-")))
+    newer = {f: open(os.path.join(first, f), "rb").read() for f in os.listdir(first) if runlib.is_run_file(f)}
+    with pytest.raises(SystemExit, match="holds the files of another run.*--runs-dir"):
+        run(["--resume", os.path.join(aside, "checkpoint.pt"), "--total-steps", "300"])
+    assert {f: open(os.path.join(first, f), "rb").read() for f in newer} == newer
+    elsewhere = run(["--resume", os.path.join(aside, "checkpoint.pt"), "--total-steps", "300",
+                     "--runs-dir", str(tmp_path / "continued")])
+    assert ckpt_of(elsewhere)["step"] == 300 and ckpt_of(first)["step"] == 100
