@@ -205,6 +205,17 @@ def matrix_game_report(algo, seed=1):
     return "\n".join(out), dict(q_all=q_all, q_tot=q_tot, policy=policy, greedy=greedy, alpha=alpha)
 
 
+def matrix_parser(algo):
+    q = argparse.ArgumentParser(prog=f"baselines.py --algo {algo}", allow_abbrev=False,
+                                description="QMIX / QMIXs on the matrix game of Section 3 (Tables 1-4), in seconds.")
+    q.add_argument("--env", default="matrix_game", choices=["matrix_game"],
+                   help="qmix / qmixs run on the matrix game of Section 3 only")
+    q.add_argument("--seed", type=int, default=1, help="seed of torch and the sampled joint actions")
+    q.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    q.add_argument("--cuda", action="store_true", help="refused: the matrix game trains on the CPU in seconds")
+    return q
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
@@ -214,6 +225,8 @@ def main(argv=None):
                    help="method: a continuous preset of iac.py's grid, or the matrix game's qmix / qmixs")
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     known, rest = p.parse_known_args(argv)
+    if known.help and known.algo in MATRIX_ALGOS:
+        return matrix_parser(known.algo).print_help()
     if known.help:
         p.print_help()
         print("\npresets:\n" + "\n".join(f"  {k:10} {v}" for k, v in PRESETS.items()))
@@ -233,13 +246,7 @@ def main(argv=None):
     if known.algo is None:
         p.error("--algo is required")
     if known.algo in MATRIX_ALGOS:
-        q = argparse.ArgumentParser(prog=f"baselines.py --algo {known.algo}", allow_abbrev=False)
-        q.add_argument("--env", default="matrix_game", choices=["matrix_game"],
-                       help="qmix / qmixs run on the matrix game of Section 3 only")
-        q.add_argument("--seed", type=int, default=1, help="seed of torch and the sampled joint actions")
-        q.add_argument("--out", default=None, help="also write the tables to this markdown file")
-        q.add_argument("--cuda", action="store_true",
-                       help="refused: the matrix game trains on the CPU in seconds")
+        q = matrix_parser(known.algo)
         qa = q.parse_args(rest)
         if qa.cuda:
             q.error("--cuda: the matrix game's QMIX / QMIXs train on the CPU (a few seconds); drop --cuda")
