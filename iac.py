@@ -25,6 +25,7 @@ env and the buffer); they are scaled to the env's bounds only when the env is st
 
 import argparse
 import copy
+import csv
 import math
 import os
 import sys
@@ -210,7 +211,14 @@ def check_args(p, args):
     """Reject bad flag values at once, with a message that names the flag and the value. Every mode
     (training, --resume, --eval-only) checks every flag: a bad value is never silently ignored."""
     num = lambda name, *a, **k: runlib.check_number(p, args, name, *a, **k)
+    for name in ("resume", "checkpoint"):  # an empty path (an unset shell variable) must not mean "none"
+        if getattr(args, name) is not None and not getattr(args, name).strip():
+            p.error(f"{runlib.flag(name)} {getattr(args, name)!r}: give the path of a checkpoint.pt")
     check_env(p, args)
+    if not (args.resume or args.eval_only):  # a flag the other settings make meaningless is refused
+        for name in args.explicit:
+            if name in ONLY_WITH and not ONLY_WITH[name][0](args):
+                p.error(f"{runlib.flag(name)} has no effect {ONLY_WITH[name][1](args)}; drop it")
     if args.cuda and not torch.cuda.is_available():
         p.error("--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
     if not 0 <= args.seed <= runlib.SEED_MAX:
@@ -284,10 +292,6 @@ def check_args(p, args):
         if changed:
             p.error(f"--resume continues a run with its own settings; {', '.join(map(runlib.flag, changed))} "
                     f"cannot be changed (only {', '.join(map(runlib.flag, RESUME_MAY_SET[1:]))} can)")
-        return
-    for name in args.explicit:  # a flag the other settings make meaningless is refused, not silently ignored
-        if name in ONLY_WITH and not ONLY_WITH[name][0](args):
-            p.error(f"{runlib.flag(name)} has no effect {ONLY_WITH[name][1](args)}; drop it")
 
 
 _stochastic = (lambda a: a.policy != "deterministic", lambda a: "with --policy deterministic (no Gaussian)")
@@ -1118,6 +1122,24 @@ def same_file(a, b):
     return os.path.exists(b) and os.path.samefile(a, b)
 
 
+def holds_another_run(folder, evals, step, single_ckpt):
+    """Whether a run folder holds the files of a run other than the one a checkpoint resumes: an eval.csv
+    whose rows up to the checkpoint's step differ from the checkpoint's evaluations (rows after it are the
+    resumed run's own, from after its last checkpoint) or, for a member of a population
+    (single_ckpt=False), a single run's checkpoint.pt."""
+    if not single_ckpt and os.path.exists(os.path.join(folder, "checkpoint.pt")):
+        return True
+    path = os.path.join(folder, "eval.csv")
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, newline="") as f:
+            rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+    except (ValueError, KeyError, TypeError):
+        return True
+    return [r for r in rows if r[0] <= step] != [(int(e[0]), float(e[1])) for e in evals]
+
+
 def train(args, make_q=None):
     """Algorithm 1. Returns the run folder (a population's: the list of its members' folders).
     `make_q(args, n, obs_dim, d)` replaces the per-agent critic (baselines.py uses it for MAAC's)."""
@@ -1155,12 +1177,14 @@ def train(args, make_q=None):
     run_dirs = [os.path.join(args.runs_dir, run_name(args, seed)) for seed in seeds]
     ckpt_dir = os.path.join(args.runs_dir, checkpoint_dir_name(args))
     ckpt_path = os.path.join(ckpt_dir, "checkpoint.pt")
-    if resume is not None and not same_file(args.resume, ckpt_path):
-        held = [f for f in dict.fromkeys((*run_dirs, ckpt_dir)) if os.path.isdir(f) and any(map(runlib.is_run_file, os.listdir(f)))]
-        if held:  # e.g. a checkpoint set aside in earlier-<time>/: continuing it here would overwrite the newer run
-            sys.exit(f"error: --resume {args.resume} would continue in {held[0]}, which holds the files of another "
-                     f"run (its checkpoint is {ckpt_path}). Pass --runs-dir NEW_FOLDER to continue it there, or "
-                     "move that folder away first")
+    if resume is not None:  # e.g. a checkpoint set aside in earlier-<time>/: never overwrite a newer run
+        own = same_file(args.resume, ckpt_path)
+        member_evals = resume["evals"] if pop else [resume["evals"]]
+        for folder, ev in zip(run_dirs, member_evals):
+            if (pop or not own) and holds_another_run(folder, ev, resume["step"], single_ckpt=not pop):
+                sys.exit(f"error: --resume {args.resume} would continue in {folder}, which holds the files of "
+                         "another run (its eval.csv is not this checkpoint's curve, or it holds a single run's "
+                         "checkpoint). Pass --runs-dir NEW_FOLDER to continue it there, or move that folder away")
     for folder in dict.fromkeys((*run_dirs, ckpt_dir)):
         os.makedirs(folder, exist_ok=True)
         aside = None if resume is not None else runlib.set_aside_earlier_run(folder)
@@ -1327,7 +1351,13 @@ def train(args, make_q=None):
                 checkpoint()
             if progress.due():
                 progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
+        if progress.due(force=True):
+            progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
+            print()
+        if args.save_model:  # still inside the deferral: a signal now waits for the final checkpoint
+            checkpoint()
     except runlib.NonFinite as e:
+        stop.mute()  # from here on the run saves what it can and stops; further signals wait
         for writer in writers:
             writer.close()
         what = f"non-finite {e.name} at gradient update {e.n_update:,} (env step {step:,} or before)"
@@ -1346,25 +1376,21 @@ def train(args, make_q=None):
                      "no checkpoint was written before it (--save-model writes them)")
         sys.exit(f"error: {what}; {saved}. Try a lower --actor-lr / --critic-lr or a smaller --grad-clip.")
     except runlib.HardInterrupt as e:
+        stop.mute()
         on_disk = f"{ckpt_path} holds the last checkpoint" if os.path.isfile(ckpt_path) else "no checkpoint was written"
-        sys.exit(f"\nstopped at once by a second {e}, mid-step, so nothing was saved; {on_disk}")
+        print(f"\nstopped at once by a second {e}, mid-step, so nothing was saved; {on_disk}", file=sys.stderr)
+        raise SystemExit(stop.exit_code(str(e)))
     except KeyboardInterrupt:
+        stop.mute()
         try:
             checkpoint()
-        except runlib.HardInterrupt as e:  # a second signal while the checkpoint was being written
-            sys.exit(f"\nstopped by a second {e} while saving; {ckpt_path} is left as it was before")
         except runlib.NonFinite as e:
             sys.exit(f"\ninterrupted at step {step:,}, after a non-finite {e.name} at gradient update "
                      f"{e.n_update:,}: the checkpoint on disk is from before it")
         print(f"\ninterrupted at step {step:,}; resume with --resume {ckpt_path}")
-        raise SystemExit(143 if stop.requested == "SIGTERM" else 130)
+        raise SystemExit(stop.exit_code())
     finally:
         stop.__exit__()
-    if progress.due(force=True):
-        progress.update(step, (step - step0) / max(time.time() - t0, 1e-9), last_train_ret, last_eval)
-        print()
-    if args.save_model:
-        checkpoint()
     for writer in writers:
         writer.close()
     return run_dirs if pop else run_dirs[0]

@@ -283,8 +283,10 @@ class DeferredInterrupt:
     """Ctrl-C (SIGINT) or SIGTERM (a scheduler's time limit) during training: the env step and updates in
     progress finish, then `requested` is set and the loop stops between two steps, where a checkpoint
     holds exactly the state an uninterrupted run has there (so its resume equals the uninterrupted run).
-    A second signal stops at once, without a checkpoint (HardInterrupt). Signals can only be caught in
-    the main thread; elsewhere this does nothing."""
+    A second signal stops at once, without a checkpoint (HardInterrupt); `mute()` ignores any further
+    signal while the run saves and stops. Signals can only be caught in the main thread (elsewhere this
+    does nothing), and a signal the process was started to ignore (`nohup`, `cmd &` in a script) stays
+    ignored."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -298,23 +300,35 @@ class DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 sig = getattr(signal, name)
-                self.previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         import signal
 
+        name = signal.Signals(signum).name
         if self.requested:
-            raise HardInterrupt(signal.Signals(signum).name)
-        self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested}: stopping after this step (send it again to stop at once, without saving)",
-              file=sys.stderr, flush=True)
+            raise HardInterrupt(name)
+        self.requested = name
+        msg = f"\n{name}: stopping after this step (send it again to stop at once, without saving)\n"
+        os.write(2, msg.encode())  # not print: the signal may land inside a write to sys.stderr
+
+    def exit_code(self, name=None):
+        return 143 if (name or self.requested) == "SIGTERM" else 130
+
+    def mute(self):
+        import signal
+
+        for sig in self.previous:
+            signal.signal(sig, signal.SIG_IGN)
 
     def __exit__(self, *exc):
         import signal
 
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in self.previous.items():  # None: a handler installed from C, not restorable
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self.previous = {}
         return False
 
 

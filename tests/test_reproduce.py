@@ -140,7 +140,7 @@ def test_plot_runs_means_seeds_at_the_steps_they_share(tmp_path, monkeypatch):
     assert x == [0, 200, 400] and y == [0.0, 20.0, 40.0] and k["label"] == "pp__iac (mean of 2)"
 
 
-def test_a_simple_world_run_without_its_checkpoint_is_not_left_half_collected(tmp_path):
+def test_a_simple_world_run_without_its_checkpoint_is_not_left_half_collected(tmp_path, capsys):
     """Fig. 2 reads the landscape from the run's checkpoint: if it cannot, nothing is copied, so a later
     --plot-only tries again instead of drawing from an eval.csv without its landscape."""
     src = tmp_path / "runs" / "simple_world__iac__1"
@@ -148,8 +148,8 @@ def test_a_simple_world_run_without_its_checkpoint_is_not_left_half_collected(tm
     (src / "eval.csv").write_text("step,eval_return\n0,1.0\n300,2.0\n")
     run = dict(name=src.name, env="simple_world", algo="iac", exp="iac", seed=1, steps=300, dir=str(src))
     data = tmp_path / "data"
-    with pytest.raises(SystemExit, match="cannot read checkpoint"):
-        reproduce.collect(run, str(data))
+    reproduce.collect(run, str(data))  # a warning, not the end of the tier: the other figures still draw
+    assert "left out of the figures" in capsys.readouterr().err
     assert not reproduce.collected(run, str(data)) and not (data / src.name / "eval.csv").exists()
 
 

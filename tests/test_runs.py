@@ -516,12 +516,13 @@ def test_a_signal_mid_update_finishes_the_step_and_resumes_exactly(sig, code, se
         assert_same(a[k], b[k], k)
 
 
-def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     common = ["--env", "predator_prey", "--save-model", "--checkpoint-every", "50", "--total-steps", "120", *TINY,
               "--runs-dir", str(tmp_path)]
     _signal_inside_update(monkeypatch, 80, [signal.SIGINT, signal.SIGINT])
-    with pytest.raises(SystemExit, match="second SIGINT.*nothing was saved"):
+    with pytest.raises(SystemExit) as e:
         run(common)
+    assert e.value.code == 130 and "second SIGINT, mid-step, so nothing was saved" in capsys.readouterr().err
     monkeypatch.undo()
     ckpt = ckpt_of(str(tmp_path / "predator_prey__iac__1"))
     assert ckpt["step"] == 50 and ckpt["n_updates"] < 80  # the periodic checkpoint, not the mid-step state
@@ -602,3 +603,23 @@ def test_resuming_a_set_aside_checkpoint_never_overwrites_the_newer_run(tmp_path
     elsewhere = run(["--resume", os.path.join(aside, "checkpoint.pt"), "--total-steps", "300",
                      "--runs-dir", str(tmp_path / "continued")])
     assert ckpt_of(elsewhere)["step"] == 300 and ckpt_of(first)["step"] == 100
+
+
+def test_a_population_resume_never_overwrites_single_runs_in_its_member_folders(tmp_path):
+    common = ["--env", "simple_world", "--save-model", "--runs-dir", str(tmp_path), *TINY]
+    run([*common, "--seeds", "1,2", "--total-steps", "100"])
+    run([*common, "--seed", "2", "--total-steps", "100"])  # a single run of seed 2 now owns member 2's folder
+    single = ckpt_of(str(tmp_path / "simple_world__iac__2"))
+    with pytest.raises(SystemExit, match="simple_world__iac__2, which holds the files of another run"):
+        run(["--resume", str(tmp_path / "simple_world__iac__seeds-1-2" / "checkpoint.pt"), "--total-steps", "150"])
+    assert_same(ckpt_of(str(tmp_path / "simple_world__iac__2")), single)
+
+
+def test_a_copied_checkpoint_of_the_same_run_resumes_in_its_folder(tmp_path):
+    import shutil
+
+    r = run(["--env", "simple_world", "--save-model", "--runs-dir", str(tmp_path / "runs"), *TINY, "--total-steps", "100"])
+    backup = tmp_path / "backup.pt"
+    shutil.copyfile(os.path.join(r, "checkpoint.pt"), backup)
+    assert run(["--resume", str(backup), "--total-steps", "150"]) == r  # its eval.csv is this checkpoint's curve
+    assert ckpt_of(r)["step"] == 150
