@@ -225,10 +225,10 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
             def __exit__(self, *a):
                 self.f.close()
 
-        runlib.save_checkpoint({str(path)!r}, args={{}}, actor={{}}, step=0, big=torch.zeros(1_000_000))
+        runlib.save_checkpoint({str(path)!r}, args={{"env": "simple_world"}}, actor={{}}, step=0, big=torch.zeros(1_000_000))
         print("saved 0", flush=True)
         runlib.open = lambda *a, **k: Stalling(builtins.open(*a, **k))
-        runlib.save_checkpoint({str(path)!r}, args={{}}, actor={{}}, step=1, big=torch.ones(1_000_000))
+        runlib.save_checkpoint({str(path)!r}, args={{"env": "simple_world"}}, actor={{}}, step=1, big=torch.ones(1_000_000))
         print("saved 1", flush=True)
     """)
     for stop_after in (1, 2, 5, 20):
