@@ -113,7 +113,8 @@ def load_checkpoint(path):
         sys.exit(f"error: cannot read checkpoint {path}: not a checkpoint written by iac.py / baselines.py "
                  f"(the weights-only unpickler stopped: {' '.join(str(e).split())[-120:]})")
     except Exception as e:  # truncated, not a torch file, a folder...
-        sys.exit(f"error: cannot read checkpoint {path}: {type(e).__name__}: {e}")
+        sys.exit(f"error: cannot read checkpoint {path}: not a checkpoint written by iac.py / baselines.py, or "
+                 f"a truncated one ({type(e).__name__}: {e})")
     if not isinstance(ckpt, dict) or "args" not in ckpt or "actor" not in ckpt:
         sys.exit(f"error: {path} is not a checkpoint written by iac.py / baselines.py")
     if isinstance(ckpt["args"], dict):
@@ -196,6 +197,10 @@ def check_out_file(p, name, path, suffix=None):
 
 
 def check_in_file(p, name, path):
+    if os.path.isdir(path):  # a run folder given for its checkpoint: name the file it holds, if any
+        inside = os.path.join(path, "checkpoint.pt")
+        hint = f"; its checkpoint is {inside}" if os.path.isfile(inside) else ""
+        p.error(f"{flag(name)} {path}: is a folder, not a checkpoint file{hint}")
     if not os.path.isfile(path):
         p.error(f"{flag(name)} {path}: no such file")
     if not os.access(path, os.R_OK):

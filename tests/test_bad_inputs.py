@@ -21,7 +21,7 @@ MAINS = {"iac.py": iac.main, "baselines.py": baselines.main, "plots.py": plots.m
 
 # (script, argv, what stderr must name); {tmp} is a scratch folder holding `file` (a plain file),
 # `folder` (an empty folder), `noeval` (a folder without eval.csv), `emptyeval` (a header-only eval.csv),
-# `evil.pt` (a pickle that would run code) and `junk.pt` (not a checkpoint)
+# `evil.pt` (a pickle that would run code), `junk.pt` (not a checkpoint) and `run` (a folder holding a checkpoint.pt)
 CASES = [
     # floats: NaN, inf, sign and range
     ("iac.py", ["--actor-lr", "nan"], "--actor-lr"),
@@ -64,7 +64,8 @@ CASES = [
     ("iac.py", ["--runs-dir", "{tmp}/file"], "--runs-dir"),
     ("iac.py", ["--runs-dir", "{tmp}/file/sub"], "--runs-dir"),
     ("iac.py", ["--resume", "{tmp}/missing.pt"], "--resume"),
-    ("iac.py", ["--resume", "{tmp}/folder"], "--resume"),
+    ("iac.py", ["--resume", "{tmp}/folder"], "is a folder, not a checkpoint file"),
+    ("iac.py", ["--resume", "{tmp}/run"], "its checkpoint is"),
     ("iac.py", ["--resume", "{tmp}/evil.pt"], "refusing to load"),
     ("iac.py", ["--resume", "{tmp}/junk.pt"], "cannot read checkpoint"),
     ("iac.py", ["--resume", V1, "--actor-lr", "0.5"], "--actor-lr"),
@@ -137,6 +138,8 @@ def scratch(tmp_path):
     (tmp_path / "emptyeval").mkdir()
     (tmp_path / "emptyeval" / "eval.csv").write_text("step,eval_return\n")
     (tmp_path / "junk.pt").write_bytes(b"\x00not a checkpoint")
+    (tmp_path / "run").mkdir()  # a run folder, given where its checkpoint.pt belongs
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"\x00")
 
     class Evil:
         def __reduce__(self):
