@@ -133,8 +133,25 @@ def complete(run, data_dir):
             or last_step(os.path.join(run["dir"], "eval.csv")) >= run["steps"])
 
 
+STATUS_EVERY = 300  # seconds between two status lines while jobs run
+
+
+def status_line(jobs, n_done, t_start):
+    """One line: elapsed time, jobs done, and each running job's env step (the last evaluation of its
+    members, read from their eval.csv) against its budget."""
+    running = []
+    for job in jobs:
+        if job.get("started") and not job.get("finished"):
+            at = min(last_step(os.path.join(r["dir"], "eval.csv")) for r in job["members"])
+            running.append(f"{job['name']} {max(at, 0):,}/{job['steps']:,}")
+    mins = (time.time() - t_start) / 60
+    return (f"[{n_done}/{len(jobs)} done, {mins // 60:.0f}h{mins % 60:02.0f}m] running: "
+            + ("; ".join(running) or "none"))
+
+
 def execute(job, log_dir):
     """Run (or resume) one training job; its output goes to a log file. Returns (job, ok, seconds)."""
+    job["started"] = True
     cmd = [sys.executable, os.path.join(HERE, job["cmd"][1]), *job["cmd"][2:]]  # paths stay the caller's
     ckpt = job["ckpt"]
     if os.path.isfile(ckpt):  # interrupted before: continue from the last checkpoint (iac.py or baselines.py)
@@ -145,6 +162,7 @@ def execute(job, log_dir):
         log.write(shlex.join(cmd) + "\n")
         log.flush()
         ok = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+    job["finished"] = True
     return job, ok, time.time() - t0
 
 
@@ -248,15 +266,22 @@ def main(argv=None):
         n_todo = sum(len(job["members"]) for job in todo)
         print(f"{args.tier} tier: {len(runs)} runs, {len(runs) - n_todo} already complete, {n_todo} to run as "
               f"{len(todo)} job(s), {args.jobs} at a time; logs in {log_dir}", flush=True)
-        failed = []
-        with cf.ThreadPoolExecutor(args.jobs) as pool:
-            for i, (job, ok, secs) in enumerate(pool.map(lambda j: execute(j, log_dir), todo), 1):
-                print(f"[{i}/{len(todo)}] {job['name']}: {'done' if ok else 'FAILED'} in {secs:.0f}s", flush=True)
-                if ok:
-                    for r in job["members"]:
-                        collect(r, data_dir)
-                else:
-                    failed.append(job["name"])
+        failed, i = [], 0
+        with cf.ThreadPoolExecutor(args.jobs) as pool:  # the jobs start in the tier's order
+            pending = {pool.submit(execute, job, log_dir) for job in todo}
+            while pending:
+                done, pending = cf.wait(pending, timeout=STATUS_EVERY, return_when=cf.FIRST_COMPLETED)
+                if not done:  # a long tier says where it stands every STATUS_EVERY seconds
+                    print(status_line(todo, i, t_start), flush=True)
+                for future in done:
+                    job, ok, secs = future.result()
+                    i += 1
+                    print(f"[{i}/{len(todo)}] {job['name']}: {'done' if ok else 'FAILED'} in {secs:.0f}s", flush=True)
+                    if ok:
+                        for r in job["members"]:
+                            collect(r, data_dir)
+                    else:
+                        failed.append(job["name"])
         if failed:
             print(f"{len(failed)} run(s) failed; see their logs in {log_dir}: {', '.join(failed)}", file=sys.stderr)
     for r in runs:  # also runs finished elsewhere (--list on a cluster)

@@ -171,3 +171,23 @@ def test_default_tier_takes_predator_prey_past_its_dip_and_feeds_every_figure():
     assert cmd[cmd.index("--seeds") + 1] == "1,2,3"
     ups, B = float(cmd[cmd.index("--updates-per-step") + 1]), int(cmd[cmd.index("--num-envs") + 1])
     assert ups * B == 1  # one update per batched step of the env copies: 50k updates in 100k env steps
+
+
+def test_status_line_names_each_running_job_at_its_members_last_evaluation(tmp_path):
+    def run(name, steps_done):
+        d = tmp_path / name
+        d.mkdir()
+        if steps_done is not None:
+            (d / "eval.csv").write_text("step,eval_return\n" + "".join(f"{s},1.0\n" for s in steps_done))
+        return dict(dir=str(d))
+
+    jobs = [dict(name="pp__iac__seeds-1-2", steps=100_000, started=True, members=[run("a", [0, 2000, 4000]),
+                                                                                  run("b", [0, 2000])]),
+            dict(name="pp__siaq__seeds-1-2", steps=100_000, started=True, finished=True, members=[run("c", [0])]),
+            dict(name="pp__maac__seeds-1-2", steps=50_000, started=True, members=[run("d", None)]),
+            dict(name="pp__sq__seeds-1-2", steps=100_000, members=[run("e", [0])])]  # not started yet
+    line = reproduce.status_line(jobs, 1, reproduce.time.time() - 3725)
+    assert line.startswith("[1/4 done, 1h02m] running: ")
+    # the slower member sets the step; a job that has not evaluated yet is at 0; finished and queued jobs are not running
+    assert line.endswith("running: pp__iac__seeds-1-2 2,000/100,000; pp__maac__seeds-1-2 0/50,000")
+    assert reproduce.status_line(jobs[3:], 0, reproduce.time.time()).endswith("running: none")
