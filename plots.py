@@ -78,7 +78,10 @@ def curves(ax, runs, algos, title):
         rows += [(r["env"], r["exp"], r["seed"], int(t), v) for r in mine
                  for t, v in zip(r["eval"]["step"], r["eval"]["eval_return"])]
     ax.set(title=title, xlabel="env steps", ylabel="evaluation return")
-    ax.legend(fontsize=7)
+    if rows:
+        ax.legend(fontsize=7)
+    else:  # a partial reproduction: say so rather than draw an empty frame
+        ax.text(0.5, 0.5, "no complete run yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     return rows
 
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +192,18 @@ def test_status_line_names_each_running_job_at_its_members_last_evaluation(tmp_p
     # the slower member sets the step; a job that has not evaluated yet is at 0; finished and queued jobs are not running
     assert line.endswith("running: pp__iac__seeds-1-2 2,000/100,000; pp__maac__seeds-1-2 0/50,000")
     assert reproduce.status_line(jobs[3:], 0, reproduce.time.time()).endswith("running: none")
+
+
+def test_a_panel_without_complete_runs_says_so():
+    import matplotlib.pyplot as plt
+
+    import plots
+
+    fig, (empty, full) = plt.subplots(1, 2)
+    run = dict(algo="iac", env="predator_prey", exp="iac", seed=1,
+               eval={"step": np.array([0, 1000]), "eval_return": np.array([1.0, 2.0])})
+    assert plots.curves(empty, [], ("iac",), "t") == []
+    assert [t.get_text() for t in empty.texts] == ["no complete run yet"] and empty.get_legend() is None
+    assert len(plots.curves(full, [run], ("iac",), "t")) == 2
+    assert len(full.texts) == 0 and full.get_legend() is not None
+    plt.close(fig)
