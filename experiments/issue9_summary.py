@@ -60,11 +60,18 @@ def main():
     print("| cell | seeds | (90k, 100k] per seed | mean +- std |\n|---|---|---|---|")
     for cell, seeds, per_seed, mean, std in rows:
         print(f"| {cell} | {seeds} | {per_seed} | {mean} +- {std} |")
-    for method, label in (("iac", "IAC"), ("ddpg_mix", "DDPG-MIX")):
-        plots.plot_runs(sorted(glob.glob(os.path.join(data, f"predator_prey__{method}-*"))),
-                        os.path.join(OUT, f"predator_prey_100k_{method}.png"),
-                        title=f"predator-prey, {label}: one factor at a time, to 100k")
+    for method, label in METHODS:
+        runs = sorted(glob.glob(os.path.join(data, f"predator_prey__{method}-*")))
+        if runs:
+            plots.plot_runs(runs, os.path.join(OUT, f"predator_prey_100k_{method}.png"),
+                            title=f"predator-prey, {label}: one factor at a time, to 100k")
     effect_plot(cells)
+
+
+# IAC and DDPG-MIX, and the two methods between them that swap one half each (the critic attribution):
+# SQ = IAC's joint policy with DDPG-MIX's individual critics, Attn-QMIX = DDPG-MIX's deterministic policy
+# with IAC's attention critic
+METHODS = tuple((m, plots.LABELS[m]) for m in ("iac", "sq", "attn_qmix", "ddpg_mix"))
 
 
 def effect_plot(cells):
@@ -72,16 +79,19 @@ def effect_plot(cells):
     import matplotlib.pyplot as plt
 
     readings = sorted({c.split("-", 1)[1] for c in cells}, key=lambda r: (r != "alg1", r == "old", r))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for k, (method, label) in enumerate((("iac", "IAC"), ("ddpg_mix", "DDPG-MIX"))):
+    methods = [(m, label) for m, label in METHODS if any(c.startswith(m + "-") for c in cells)]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width, labelled = 0.8 / len(methods), set()
+    for k, (method, label) in enumerate(methods):
         for x, reading in enumerate(readings):
             vals = [v for _, v in cells.get(f"{method}-{reading}", [])]
             if not vals:
                 continue
-            xs = x + (k - 0.5) * 0.3
-            ax.scatter([xs] * len(vals), vals, color=f"C{k}", s=12, alpha=0.6)
+            xs = x + (k - (len(methods) - 1) / 2) * width
+            ax.scatter([xs] * len(vals), vals, color=plots.COLORS[method], s=12, alpha=0.6)
             ax.errorbar(xs, statistics.mean(vals), yerr=statistics.stdev(vals) if len(vals) > 1 else 0,
-                        color=f"C{k}", marker="_", ms=14, capsize=3, label=label if x == 0 else None)
+                        color=plots.COLORS[method], marker="_", ms=14, capsize=3, label=label if label not in labelled else None)
+            labelled.add(label)
     ax.set_xticks(range(len(readings)), [r + ("\n(5-D actions)" if r.startswith("authors") and "mpe2" not in r else "")
                                          for r in readings])
     ax.set(ylabel="mean eval return, (90k, 100k]", title="predator-prey: which reading moves the 100k return")
