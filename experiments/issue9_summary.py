@@ -74,6 +74,10 @@ def main():
 METHODS = tuple((m, plots.LABELS[m]) for m in ("iac", "sq", "attn_qmix", "ddpg_mix"))
 
 
+# both run the earlier defaults' schedule; "old" is the older code, whose seeds shared one minibatch sequence
+TICKS = {"earlier": "earlier schedule\n(this code)", "old": "earlier schedule\n(older code)"}
+
+
 def effect_plot(cells):
     """The table as a picture: each reading's (90k, 100k] return, IAC beside DDPG-MIX, one dot per seed."""
     import matplotlib.pyplot as plt
@@ -92,8 +96,8 @@ def effect_plot(cells):
             ax.errorbar(xs, statistics.mean(vals), yerr=statistics.stdev(vals) if len(vals) > 1 else 0,
                         color=plots.COLORS[method], marker="_", ms=14, capsize=3, label=label if label not in labelled else None)
             labelled.add(label)
-    ax.set_xticks(range(len(readings)), [r + ("\n(5-D actions)" if r.startswith("authors") and "mpe2" not in r else "")
-                                         for r in readings])
+    ax.set_xticks(range(len(readings)), [TICKS.get(r, r) + ("\n(5-D actions)" if r.startswith("authors") and "mpe2" not in r
+                                                            else "") for r in readings])
     ax.set(ylabel="mean eval return, (90k, 100k]", title="predator-prey: which reading moves the 100k return")
     ax.legend(fontsize=8)
     plots.save(fig, OUT, "factors_100k")
