@@ -79,7 +79,8 @@ TICKS = {"earlier": "earlier schedule\n(this code)", "old": "earlier schedule\n(
 
 
 def effect_plot(cells):
-    """The table as a picture: each reading's (90k, 100k] return, IAC beside DDPG-MIX, one dot per seed."""
+    """The table as a picture: each reading's (90k, 100k] return, one column per method that has cells (IAC,
+    SQ, Attn-QMIX, DDPG-MIX), one dot per seed."""
     import matplotlib.pyplot as plt
 
     readings = sorted({c.split("-", 1)[1] for c in cells}, key=lambda r: (r != "alg1", r == "old", r))
