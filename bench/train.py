@@ -1,12 +1,13 @@
 """Training cost of a population (--seeds) of K runs against K single runs, on one CPU thread.
 
-    OMP_NUM_THREADS=1 python bench/train.py [--algos iac,ddpg_mix] [--members 1,2,5,10] [--steps 400]
+    OMP_NUM_THREADS=1 python bench/train.py [--algos iac,ddpg_mix] [--members 1,2,5,10] [--steps 400] [--cuda]
 
 Each point trains predator-prey in-process twice, for 300 and for 300 + --steps env steps (one update
 per step, minibatch 256, updates from step 256), and takes the difference, so set-up and the first
 evaluation cancel out. A population's cost per run is its cost per env step divided by K. K separate
 processes sharing the same core cost K times a single run at best, so "per run vs K = 1" is also the
-saving over them. Keep the machine otherwise idle: the numbers are wall-clock.
+saving over them. Keep the machine otherwise idle: the numbers are wall-clock. With --cuda the runs
+train on the GPU (the env copies too), where K members should cost about what one does.
 """
 
 import argparse
@@ -22,9 +23,9 @@ import baselines  # noqa: E402
 import iac  # noqa: E402
 
 
-def seconds(algo, K, steps, runs_dir):
-    argv = ["--env", "predator_prey", "--total-steps", str(steps), "--eval-every", "1000000", "--eval-episodes", "1",
-            "--batch-size", "256", "--runs-dir", runs_dir, "--no-progress", "--exp-name", f"{algo}{K}-{steps}"]
+def seconds(algo, K, steps, runs_dir, cuda=False):
+    argv = ["--cuda"] * cuda + ["--env", "predator_prey", "--total-steps", str(steps), "--eval-every", "1000000",
+            "--eval-episodes", "1", "--batch-size", "256", "--runs-dir", runs_dir, "--no-progress", "--exp-name", f"{algo}{K}-{steps}"]
     argv += ["--seeds", ",".join(str(s) for s in range(1, K + 1))] if K > 1 else ["--seed", "1"]
     t = time.perf_counter()
     if algo == "iac":
@@ -39,14 +40,17 @@ def main():
     p.add_argument("--algos", default="iac,ddpg_mix")
     p.add_argument("--members", default="1,2,5,10")
     p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--cuda", action="store_true", help="train on the GPU")
     a = p.parse_args()
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
+        if a.cuda:  # CUDA's and cuBLAS's start-up would otherwise land in the first difference
+            seconds(a.algos.split(",")[0], 1, 300, runs_dir, cuda=True)
         for algo in a.algos.split(","):
             base = None
             for K in map(int, a.members.split(",")):
-                dt = seconds(algo, K, 300 + a.steps, runs_dir) - seconds(algo, K, 300, runs_dir)
+                dt = seconds(algo, K, 300 + a.steps, runs_dir, a.cuda) - seconds(algo, K, 300, runs_dir, a.cuda)
                 per_run = dt / a.steps / K * 1e3  # ms per env step (and update) per run
                 base = base or per_run
                 rows.append((algo, K, per_run, 1e3 / per_run, per_run / base))
