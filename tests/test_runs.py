@@ -475,6 +475,19 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
         assert_same(a[k], b[k], k)
 
 
+@pytest.fixture
+def live_signals():
+    """SIGINT and SIGTERM with Python's default handlers for the test. A test process started in the
+    background without job control (`pytest &` in a script) inherits an ignored SIGINT, which the
+    training loop leaves ignored (nohup's convention; tested below), so the tests that send it need it live."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
 def _signal_inside_update(monkeypatch, at, signals):
     """Send the signals to this process from inside gradient update `at`, before its optimiser steps:
     where a real Ctrl-C or a scheduler's SIGTERM most often lands."""
@@ -490,6 +503,7 @@ def _signal_inside_update(monkeypatch, at, signals):
     monkeypatch.setattr(iac, "update", update)
 
 
+@pytest.mark.usefixtures("live_signals")
 @pytest.mark.parametrize("sig,code,seeds", [(signal.SIGINT, 130, None), (signal.SIGTERM, 143, None),
                                            (signal.SIGINT, 130, "1,2")], ids=["sigint", "sigterm", "sigint-population"])
 def test_a_signal_mid_update_finishes_the_step_and_resumes_exactly(sig, code, seeds, tmp_path, monkeypatch):
@@ -516,6 +530,7 @@ def test_a_signal_mid_update_finishes_the_step_and_resumes_exactly(sig, code, se
         assert_same(a[k], b[k], k)
 
 
+@pytest.mark.usefixtures("live_signals")
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     common = ["--env", "predator_prey", "--save-model", "--checkpoint-every", "50", "--total-steps", "120", *TINY,
               "--runs-dir", str(tmp_path)]
@@ -623,3 +638,15 @@ def test_a_copied_checkpoint_of_the_same_run_resumes_in_its_folder(tmp_path):
     shutil.copyfile(os.path.join(r, "checkpoint.pt"), backup)
     assert run(["--resume", str(backup), "--total-steps", "150"]) == r  # its eval.csv is this checkpoint's curve
     assert ckpt_of(r)["step"] == 150
+
+
+def test_an_ignored_sigint_stays_ignored_like_under_nohup(tmp_path, monkeypatch):
+    """A run started with SIGINT ignored (nohup, `cmd &` in a script) is not stopped by one, and gives
+    the ignored handler back when it ends."""
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _signal_inside_update(monkeypatch, 40, [signal.SIGINT])
+        r = run(["--env", "predator_prey", "--save-model", "--total-steps", "120", *TINY, "--runs-dir", str(tmp_path)])
+        assert ckpt_of(r)["step"] == 120 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, saved)
