@@ -25,7 +25,8 @@ import iac  # noqa: E402
 
 def seconds(algo, K, steps, runs_dir, cuda=False):
     argv = ["--cuda"] * cuda + ["--env", "predator_prey", "--total-steps", str(steps), "--eval-every", "1000000",
-            "--eval-episodes", "1", "--batch-size", "256", "--runs-dir", runs_dir, "--no-progress", "--exp-name", f"{algo}{K}-{steps}"]
+            "--eval-episodes", "1", "--batch-size", "256", "--runs-dir", runs_dir, "--no-progress",
+            "--exp-name", f"{algo}{K}-{steps}"]
     argv += ["--seeds", ",".join(str(s) for s in range(1, K + 1))] if K > 1 else ["--seed", "1"]
     t = time.perf_counter()
     if algo == "iac":
@@ -45,9 +46,10 @@ def main():
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
+        algos = a.algos.split(",")
         if a.cuda:  # CUDA's and cuBLAS's start-up would otherwise land in the first difference
-            seconds(a.algos.split(",")[0], 1, 300, runs_dir, cuda=True)
-        for algo in a.algos.split(","):
+            seconds(algos[0], 1, 300, runs_dir, cuda=True)
+        for algo in algos:
             base = None
             for K in map(int, a.members.split(",")):
                 dt = seconds(algo, K, 300 + a.steps, runs_dir, a.cuda) - seconds(algo, K, 300, runs_dir, a.cuda)

@@ -210,30 +210,22 @@ def test_a_panel_without_complete_runs_says_so():
     plt.close(fig)
 
 
-def _write_eval(data, name, returns, every=1000):
-    os.makedirs(data / name)
-    (data / name / "eval.csv").write_text("step,eval_return\n" + "".join(
-        f"{i * every},{v}\n" for i, v in enumerate(returns)))
-
-
 def test_fig7_saved_steps_where_ddpg_mix_reaches_the_threshold_final_differences_where_it_does_not(tmp_path):
     import plots
+    from test_experiments import fake_run
     runs = [dict(name=f"predator_prey__{a}__{s}", env="predator_prey", algo=a, exp=a, seed=s, steps=4000)
             for a in ("iac", "ddpg_mix") for s in (1, 2)]
-    data = tmp_path / "data"
     # DDPG-MIX reaches 1000 at 3k and 4k (mean 3.5k); IAC at 1k and 2k: 2.5 and 1.5 thousand steps saved
     for name, ret in [("iac__1", [0, 1200, 0, 0, 0]), ("iac__2", [0, 0, 1000, 0, 0]),
                       ("ddpg_mix__1", [0, 0, 0, 1500, 0]), ("ddpg_mix__2", [0, 0, 0, 0, 1000])]:
-        _write_eval(data, "predator_prey__" + name, ret)
-    plots.fig7(runs, str(data), str(tmp_path))
+        fake_run(tmp_path / "reached", "predator_prey__" + name, ret)
+    plots.fig7(runs, str(tmp_path / "reached"), str(tmp_path))
     rows = [(r["env"], r["measure"], r["algo"], float(r["value"])) for r in _rows(tmp_path / "fig7_ablations.csv")]
     assert rows == [("predator_prey", "saved_ksteps", "iac", 2.5), ("predator_prey", "saved_ksteps", "iac", 1.5)]
     # nobody reaches it: the final returns (mean of the last 3 evaluations) minus DDPG-MIX's mean final
     for name, ret in [("iac__1", [0, 30, 60, 90, 120]), ("iac__2", [0, 0, 0, 0, 30]),
                       ("ddpg_mix__1", [0, 0, 30, 30, 30]), ("ddpg_mix__2", [0, 0, 60, 60, 60])]:
-        (data / ("predator_prey__" + name) / "eval.csv").unlink()
-        os.rmdir(data / ("predator_prey__" + name))
-        _write_eval(data, "predator_prey__" + name, ret)
-    plots.fig7(runs, str(data), str(tmp_path))
+        fake_run(tmp_path / "unreached", "predator_prey__" + name, ret)
+    plots.fig7(runs, str(tmp_path / "unreached"), str(tmp_path))
     rows = [(r["env"], r["measure"], r["algo"], float(r["value"])) for r in _rows(tmp_path / "fig7_ablations.csv")]
     assert rows == [("predator_prey", "diff_return", "iac", 90 - 45), ("predator_prey", "diff_return", "iac", 10 - 45)]
