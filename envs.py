@@ -331,6 +331,14 @@ def make_env(name, num_envs=1, device="cpu", dtype=torch.float32, n_agents=None,
         raise ValueError(f"n_agents and graded apply to multi_pendulum only, not {name!r}")
     if name not in ("predator_prey", "po_predator_prey") and predator_action is not None:
         raise ValueError(f"predator_action applies to predator_prey and po_predator_prey only, not {name!r}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype (torch.float32, torch.float64), got {dtype!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but this torch build sees no CUDA GPU")
     if name == "matrix_game":
         return MatrixGame(num_envs, device, dtype)
     if name == "simple_world":

@@ -583,6 +583,13 @@ def test_bad_input_gives_clear_errors():
         envs.make_env("predator_prey", n_agents=5)
     with pytest.raises(ValueError, match="num_envs must be a positive integer"):
         envs.make_env("simple_world", num_envs=0)
+    with pytest.raises(ValueError, match="floating torch.dtype"):
+        envs.make_env("simple_world", dtype="float32")
+    with pytest.raises(ValueError, match="not a torch device"):
+        envs.make_env("simple_world", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            envs.make_env("simple_world", device="cuda")
     game = envs.make_env("matrix_game")
     game.reset()
     with pytest.raises(ValueError, match="integer actions of shape"):
