@@ -30,6 +30,8 @@ def window_mean(path):
 
 def main():
     runs = sys.argv[1] if len(sys.argv) > 1 else os.path.join("runs", "issue9")
+    if not os.path.isdir(runs):
+        sys.exit(f"error: {runs} is not a folder of runs (experiments/issue9.sh writes runs/issue9)")
     data = os.path.join(OUT, "data")
     for d in sorted(glob.glob(os.path.join(runs, "predator_prey__*__[0-9]*"))):
         _, cell, seed = os.path.basename(d).split("__")
