@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 import c4_sigma  # noqa: E402
 import final_table  # noqa: E402
+import issue9_summary  # noqa: E402
 import tb_windows  # noqa: E402
 
 
@@ -71,3 +72,32 @@ def test_c4_sigma_reads_between_agent_correlations_only():
     sigma[1, 3] = sigma[3, 1] = -1.0  # corr -0.25
     c = c4_sigma.between_agent_corr(sigma[None], 2)
     assert sorted(np.round(c[0], 6)) == [-0.25, 0.0, 0.0, 0.5]
+
+
+def test_issue9_summary_keeps_complete_runs_and_averages_the_last_10k(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "figures"
+    monkeypatch.setattr(issue9_summary, "OUT", str(out))
+    runs = tmp_path / "runs"
+    flat = [0.0] * 90  # evaluations at 0, 1k, ..., 89k
+    fake_run(runs, "predator_prey__iac-alg1__1", flat + [10.0] * 11)  # (90k, 100k]: ten 10s
+    fake_run(runs, "predator_prey__iac-alg1__2", flat + [0.0] + [20.0] * 5 + [40.0] * 5)  # mean 30
+    fake_run(runs, "predator_prey__ddpg_mix__1", flat + [99.0] + [4.0] * 10)  # 90k itself is not counted
+    fake_run(runs, "predator_prey__iac-polyak__1", [50.0] * 60)  # stopped at 59k: left out
+    monkeypatch.setattr(sys, "argv", ["issue9_summary.py", str(runs)])
+    issue9_summary.main()
+    with open(out / "factors_100k.csv") as f:
+        rows = {r["cell"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"iac-alg1", "ddpg_mix-alg1"}  # the experiments/issue9.sh name is renamed
+    assert rows["iac-alg1"]["per_seed_mean_90k_100k"] == "10.0, 30.0"
+    assert (rows["iac-alg1"]["mean"], rows["iac-alg1"]["std"]) == ("20.0", "14.1")
+    assert rows["ddpg_mix-alg1"]["mean"] == "4.0"
+    assert sorted(os.listdir(out / "data")) == ["predator_prey__ddpg_mix-alg1__1", "predator_prey__iac-alg1__1",
+                                                 "predator_prey__iac-alg1__2"]
+    assert (out / "factors_100k.png").is_file()
+    assert "| iac-alg1 | 1 2 | 10.0, 30.0 | 20.0 +- 14.1 |" in capsys.readouterr().out
+
+
+def test_issue9_summary_refuses_a_missing_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["issue9_summary.py", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="not a folder of runs"):
+        issue9_summary.main()
