@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import c4_sigma  # noqa: E402
 import final_table  # noqa: E402
 import issue9_summary  # noqa: E402
+import perm_test  # noqa: E402
 import tb_windows  # noqa: E402
 
 
@@ -101,3 +102,21 @@ def test_issue9_summary_refuses_a_missing_runs_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["issue9_summary.py", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="not a folder of runs"):
         issue9_summary.main()
+
+
+def test_permutation_p_counts_every_split_by_hand():
+    # the 6 splits of {1, 2, 3, 4} into two pairs have gaps 2, 1, 0, 0, -1, -2
+    assert perm_test.permutation_p([1, 2], [3, 4]) == (2, 1 / 6, 2 / 6)
+    assert perm_test.permutation_p([3, 4], [1, 2]) == (-2, 1.0, 2 / 6)
+    gap, one, two = perm_test.permutation_p([5, 5, 5], [5, 5, 5])
+    assert (gap, one, two) == (0, 1.0, 1.0)
+
+
+def test_perm_test_reads_each_runs_last_evaluations(tmp_path, capsys):
+    a = [fake_run(tmp_path, f"x__a__{i}", [100.0, v]) for i, v in enumerate((1.0, 2.0))]
+    b = [fake_run(tmp_path, f"x__b__{i}", [-100.0, v]) for i, v in enumerate((3.0, 4.0))]
+    perm_test.main(a + ["--vs"] + b + ["--last", "1"])
+    out = capsys.readouterr().out
+    assert "gap (second - first): 2.0; one-sided p = 0.167, two-sided p = 0.333" in out
+    with pytest.raises(SystemExit):
+        perm_test.main(a[:1] + ["--vs"] + b)  # one run is no group
