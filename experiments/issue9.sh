@@ -8,7 +8,8 @@
 #   preset, for IAC and DDPG-MIX, and the preset with mpe2's predator actions (the preset's env change
 #   taken out), and DDPG-MIX's preset with gradient clipping or the env's state put back; and IAC with the authors'
 #   temperature schedule alone (issue 11 found the learned temperature running away on simple_spread) or
-#   the authors' actor objective alone (the mean of the Q_i).
+#   the authors' actor objective alone (the mean of the Q_i); and the critic split of the preset with
+#   mpe2's actions: the authors' shared critic alone, and the preset with Eq. (19)-(21)'s critic.
 # GRID=c4: 50k env steps of IAC and IAC --preset authors on the 3-pendulum (ENV=multi_pendulum), for
 #   claim C4 (experiments/c4_sigma.py reads their covariance.npz).
 # Re-running skips complete runs and resumes interrupted ones from their checkpoints (every 10k steps),
@@ -39,6 +40,8 @@ cells=(
   "ddpg_mix-authors-state|baselines.py --algo ddpg_mix --preset authors --mixer-state env"
   "iac-mean_q|iac.py --actor-objective mean_q"
   "iac-current|iac.py --next-action current"
+  "iac-critic_shared|iac.py --critic attention_shared"
+  "iac-authors-mpe2-attention|iac.py --preset authors --predator-action mpe2 --critic attention"
 )
 elif [[ "$GRID" == c4 ]]; then
 STEPS=${STEPS:-50000}
