@@ -13,6 +13,9 @@ import statistics
 
 
 def last_mean(path, k):
+    """(last step, mean of the last k evaluations, first step of those) of an eval.csv."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {path} not found")
     with open(path) as f:
         rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
     if len(rows) < k:
@@ -31,8 +34,6 @@ def main(argv=None):
     groups = {}
     for d in a.runs:
         path = os.path.join(d, "eval.csv")
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: {path} not found")
         group, _, seed = os.path.basename(os.path.normpath(d)).rpartition("__")
         groups.setdefault(group, []).append((seed, *last_mean(path, a.last)))
     rows = []

@@ -11,6 +11,7 @@ or at least as large in size (two-sided p). Exact: every split is enumerated, so
 
 import argparse
 import itertools
+import math
 import os
 import statistics
 import sys
@@ -25,13 +26,13 @@ def permutation_p(a, b):
     total = sum(pooled)
     gap = statistics.mean(b) - statistics.mean(a)
     eps = 1e-9 * (1 + abs(gap))
-    one = two = n = 0
+    one = two = 0
     for idx in itertools.combinations(range(len(pooled)), k):
         sa = sum(pooled[i] for i in idx)
         g = (total - sa) / (len(pooled) - k) - sa / k
-        n += 1
         one += g >= gap - eps
         two += abs(g) >= abs(gap) - eps
+    n = math.comb(len(pooled), k)
     return gap, one / n, two / n
 
 
@@ -45,15 +46,7 @@ def main(argv=None):
         p.error("--last must be >= 1")
     if len(a.runs) < 2 or len(a.vs) < 2 or len(a.runs) + len(a.vs) > 20:
         p.error("give at least 2 runs per group and at most 20 in all")
-    groups = []
-    for dirs in (a.runs, a.vs):
-        vals = []
-        for d in dirs:
-            path = os.path.join(d, "eval.csv")
-            if not os.path.isfile(path):
-                raise SystemExit(f"error: {path} not found")
-            vals.append(last_mean(path, a.last)[1])
-        groups.append(vals)
+    groups = [[last_mean(os.path.join(d, "eval.csv"), a.last)[1] for d in dirs] for dirs in (a.runs, a.vs)]
     for name, vals in zip(("first", "second"), groups):
         print(f"{name} group ({len(vals)} runs): {statistics.mean(vals):.1f} +- {statistics.stdev(vals):.1f}")
     gap, one, two = permutation_p(*groups)
