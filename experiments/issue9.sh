@@ -10,8 +10,10 @@
 #   temperature schedule alone (issue 11 found the learned temperature running away on simple_spread) or
 #   the authors' actor objective alone (the mean of the Q_i); and the critic split of the preset with
 #   mpe2's actions: the authors' shared critic alone, and the preset with Eq. (19)-(21)'s critic.
-# GRID=c4: 50k env steps of IAC and IAC --preset authors on the 3-pendulum (ENV=multi_pendulum), for
-#   claim C4 (experiments/c4_sigma.py reads their covariance.npz).
+# GRID=c4: IAC --preset authors and IAC on the 3-pendulum (ENV=multi_pendulum) at the default tier's
+#   pendulum settings (20k env steps, 4 env copies, one update per 4 steps, reproduce.py), so that the
+#   default tier's IAC runs are the comparison; for claim C4 (experiments/c4_sigma.py reads their
+#   covariance.npz).
 # Re-running skips complete runs and resumes interrupted ones from their checkpoints (every 10k steps),
 # so it can be stopped at any time and started again in a later session. RUNS (default runs/issue9)
 # holds the run folders; `python plots.py $RUNS/* --out figures/issue9/predator_prey_200k.png` draws them.
@@ -44,10 +46,10 @@ cells=(
   "iac-authors-mpe2-attention|iac.py --preset authors --predator-action mpe2 --critic attention"
 )
 elif [[ "$GRID" == c4 ]]; then
-STEPS=${STEPS:-50000}
+STEPS=${STEPS:-20000}
 cells=(
-  "iac-authors|iac.py --preset authors"
-  "iac-alg1|iac.py"
+  "iac-authors|iac.py --preset authors --num-envs 4 --updates-per-step 0.25"
+  "iac-alg1|iac.py --num-envs 4 --updates-per-step 0.25"
 )
 else
 STEPS=${STEPS:-200000}
