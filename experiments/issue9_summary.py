@@ -77,7 +77,10 @@ METHODS = tuple((m, plots.LABELS[m]) for m in ("iac", "sq", "attn_qmix", "ddpg_m
 
 
 # both run the earlier defaults' schedule; "old" is the older code, whose seeds shared one minibatch sequence
-TICKS = {"earlier": "earlier schedule\n(this code)", "old": "earlier schedule\n(older code)"}
+TICKS = {"earlier": "earlier schedule\n(this code)", "old": "earlier schedule\n(older code)",
+         "authors-mpe2": "authors\n(mpe2 actions)", "authors-mpe2-attention": "authors, mpe2,\nEq. 19-21 critic",
+         "critic_shared": "authors' critic\nalone", "alpha_sched": "authors' alpha\nalone",
+         "mean_q": "mean of Q_i\nalone", "current": "u' current\npolicy"}
 
 
 def effect_plot(cells):
@@ -87,7 +90,7 @@ def effect_plot(cells):
 
     readings = sorted({c.split("-", 1)[1] for c in cells}, key=lambda r: (r != "alg1", r == "old", r))
     methods = [(m, label) for m, label in METHODS if any(c.startswith(m + "-") for c in cells)]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(readings)), 3.8))
     width, labelled = 0.8 / len(methods), set()
     for k, (method, label) in enumerate(methods):
         for x, reading in enumerate(readings):
@@ -100,7 +103,7 @@ def effect_plot(cells):
                         color=plots.COLORS[method], marker="_", ms=14, capsize=3, label=label if label not in labelled else None)
             labelled.add(label)
     ax.set_xticks(range(len(readings)), [TICKS.get(r, r) + ("\n(5-D actions)" if r.startswith("authors") and "mpe2" not in r
-                                                            else "") for r in readings])
+                                                            else "") for r in readings], fontsize=8)
     ax.set(ylabel="mean eval return, (90k, 100k]", title="predator-prey: which reading moves the 100k return")
     ax.legend(fontsize=8)
     plots.save(fig, OUT, "factors_100k")
