@@ -36,6 +36,8 @@ def main(argv=None):
     p.add_argument("--agents", type=int, default=3, help="number of agents n (Sigma is nd x nd)")
     p.add_argument("--out", default=os.path.join("figures", "issue9", "c4_sigma"), help="OUT.csv and OUT.png")
     a = p.parse_args(argv)
+    if a.agents < 2:
+        p.error(f"--agents must be >= 2 (C4 is about correlations between agents), got {a.agents}")
     import matplotlib
 
     matplotlib.use("Agg")

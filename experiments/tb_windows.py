@@ -50,11 +50,11 @@ def main(argv=None):
     if a.window < 1 or a.until < a.window:
         p.error("need --window >= 1 and --until >= --window")
     edges = list(range(0, a.until, a.window))
+    series = [scalars(d, a.tag) for d in a.runs]  # every run read first: a bad one stops before the table
     print(f"{a.tag}, mean per window of env steps\n")
     print("| run | " + " | ".join(f"{lo // 1000}k-{(lo + a.window) // 1000}k" for lo in edges) + " |")
     print("|---" * (len(edges) + 1) + "|")
-    for d in a.runs:
-        pts = scalars(d, a.tag)
+    for d, pts in zip(a.runs, series):
         cells = []
         for lo in edges:
             vals = [v for s, v in pts if lo < s <= lo + a.window] or ([v for s, v in pts if s == 0] if lo == 0 else [])

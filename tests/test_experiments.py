@@ -63,6 +63,10 @@ def test_tb_windows_averages_per_window_and_a_resumed_runs_later_file_wins(tmp_p
     assert capsys.readouterr().out.splitlines()[-1] == "| pp__ev__1 | 6.0 | 8.0 |"
     with pytest.raises(SystemExit, match="no TensorBoard scalar 'nope'"):
         tb_windows.main([str(run), "--tag", "nope"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="no TensorBoard scalar"):  # a bad run among good ones: no half table
+        tb_windows.main([str(run), str(tmp_path / "pp__ev__1")])
+    assert capsys.readouterr().out == ""
 
 
 def test_c4_sigma_reads_between_agent_correlations_only():
@@ -73,6 +77,13 @@ def test_c4_sigma_reads_between_agent_correlations_only():
     sigma[1, 3] = sigma[3, 1] = -1.0  # corr -0.25
     c = c4_sigma.between_agent_corr(sigma[None], 2)
     assert sorted(np.round(c[0], 6)) == [-0.25, 0.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("agents", ["0", "1", "-2"])
+def test_c4_sigma_refuses_fewer_than_two_agents(agents, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        c4_sigma.main([str(tmp_path), "--agents", agents])
+    assert "--agents must be >= 2" in capsys.readouterr().err
 
 
 def test_issue9_summary_keeps_complete_runs_and_averages_the_last_10k(tmp_path, monkeypatch, capsys):
