@@ -4,6 +4,7 @@ the mean evaluation return over (90k, 100k] per seed and per cell (mean +- std o
     python experiments/issue9_summary.py [RUNS]      (default RUNS: runs/issue9, as experiments/issue9.sh)
 """
 
+import argparse
 import csv
 import glob
 import os
@@ -28,8 +29,11 @@ def window_mean(path):
     return statistics.mean(v for s, v in rows if STEPS - WINDOW < s <= STEPS)
 
 
-def main():
-    runs = sys.argv[1] if len(sys.argv) > 1 else os.path.join("runs", "issue9")
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="?", default=os.path.join("runs", "issue9"),
+                   help="the folder of run folders that experiments/issue9.sh writes (default: runs/issue9)")
+    runs = p.parse_args(argv).runs
     if not os.path.isdir(runs):
         sys.exit(f"error: {runs} is not a folder of runs (experiments/issue9.sh writes runs/issue9)")
     data = os.path.join(OUT, "data")

@@ -95,8 +95,7 @@ def test_issue9_summary_keeps_complete_runs_and_averages_the_last_10k(tmp_path, 
     fake_run(runs, "predator_prey__iac-alg1__2", flat + [0.0] + [20.0] * 5 + [40.0] * 5)  # mean 30
     fake_run(runs, "predator_prey__ddpg_mix__1", flat + [99.0] + [4.0] * 10)  # 90k itself is not counted
     fake_run(runs, "predator_prey__iac-polyak__1", [50.0] * 60)  # stopped at 59k: left out
-    monkeypatch.setattr(sys, "argv", ["issue9_summary.py", str(runs)])
-    issue9_summary.main()
+    issue9_summary.main([str(runs)])
     with open(out / "factors_100k.csv") as f:
         rows = {r["cell"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"iac-alg1", "ddpg_mix-alg1"}  # the experiments/issue9.sh name is renamed
