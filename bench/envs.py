@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
+import runlib  # noqa: E402
 
 
 def rate(step, batch, seconds):
@@ -94,6 +95,8 @@ def main():
     p.add_argument("--seconds", type=float, default=2.0, help="time spent on each measurement")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = p.parse_args()
+    runlib.check_number(p, args, "seconds", lo=0, lo_open=True)
+    runlib.check_number(p, args, "threads", lo=1)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPU(s)\n")
     rows = []

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import iac  # noqa: E402
+import runlib  # noqa: E402
 
 
 def main():
@@ -25,6 +26,7 @@ def main():
     p.add_argument("--updates", type=int, default=1000, help="gradient updates timed in each loop")
     p.add_argument("--env", default="predator_prey", help="environment, as in iac.py")
     known, rest = p.parse_known_args()
+    runlib.check_number(p, known, "updates", lo=1)
     starts = 256
     with tempfile.TemporaryDirectory() as tmp:
         flags = ["--env", known.env, "--total-steps", str(starts + known.updates), "--learning-starts",

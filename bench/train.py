@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import baselines  # noqa: E402
 import iac  # noqa: E402
+import runlib  # noqa: E402
 
 
 def seconds(algo, K, steps, runs_dir, cuda=False):
@@ -43,6 +44,13 @@ def main():
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--cuda", action="store_true", help="train on the GPU")
     a = p.parse_args()
+    runlib.check_number(p, a, "steps", lo=1)
+    try:
+        members = [int(k) for k in a.members.split(",")]
+    except ValueError:
+        members = []
+    if not members or min(members) < 1:
+        p.error(f"--members {a.members!r}: give population sizes >= 1 separated by commas, e.g. 1,2,5")
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
@@ -51,7 +59,7 @@ def main():
             seconds(algos[0], 1, 300, runs_dir, cuda=True)
         for algo in algos:
             base = None
-            for K in map(int, a.members.split(",")):
+            for K in members:
                 dt = seconds(algo, K, 300 + a.steps, runs_dir, a.cuda) - seconds(algo, K, 300, runs_dir, a.cuda)
                 per_run = dt / a.steps / K * 1e3  # ms per env step (and update) per run
                 base = base or per_run

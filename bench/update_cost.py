@@ -52,6 +52,7 @@ def main():
     p.add_argument("--rev", default="738c758", help="the commit to compare with")
     p.add_argument("--blocks", type=int, default=6, help="alternating blocks of 50 updates each")
     known, flags = p.parse_known_args()
+    runlib.check_number(p, known, "blocks", lo=1)
     flags = flags or ["--env", "predator_prey"]
     with tempfile.TemporaryDirectory() as tmp:
         old = load_rev(known.rev, tmp)

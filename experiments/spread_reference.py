@@ -15,6 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
+import runlib  # noqa: E402
 
 
 def steer_to_own_landmark(obs):
@@ -34,6 +35,7 @@ def main():
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    runlib.check_number(p, a, "episodes", lo=1)
     env = envs.PettingZooBatch("pz:mpe2.simple_spread_v3", a.episodes)
     g = torch.Generator().manual_seed(a.seed)
     policies = {"standing still": lambda o: torch.full((a.episodes, env.n_agents, 5), 0.5),

@@ -185,6 +185,14 @@ def test_bad_input_exits_naming_the_flag(script, argv, names, scratch, capsys):
     [sys.executable, "baselines.py", "--algo", "ddpg_mix", "--resume", V1],
     [sys.executable, "plots.py", "tests", "--out", "x.png"],
     ["bash", "reproduce.sh", "--seeds", "0"],
+    # the bench and analysis scripts, each with a value that used to end in a ZeroDivisionError or deep
+    # in an env
+    [sys.executable, "bench/envs.py", "--seconds", "0"],
+    [sys.executable, "bench/loop.py", "--updates", "0"],
+    [sys.executable, "bench/update_cost.py", "--blocks", "0"],
+    [sys.executable, "bench/train.py", "--members", "1,0"],
+    [sys.executable, "experiments/spread_reference.py", "--episodes", "0"],
+    [sys.executable, "experiments/c4_sigma.py", "tests", "--agents", "0"],
 ])
 def test_bad_input_on_the_command_line(cmd):
     r = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=120)
