@@ -9,7 +9,10 @@
 #   taken out), and DDPG-MIX's preset with gradient clipping or the env's state put back; and IAC with the authors'
 #   temperature schedule alone (issue 11 found the learned temperature running away on simple_spread) or
 #   the authors' actor objective alone (the mean of the Q_i); and the critic split of the preset with
-#   mpe2's actions: the authors' shared critic alone, and the preset with Eq. (19)-(21)'s critic.
+#   mpe2's actions: the authors' shared critic alone, and the preset with Eq. (19)-(21)'s critic; and the
+#   authors' exploration alone: their policy (fixed D, tanh-bounded rank-1 L, mean jitter, no squashing)
+#   with their temperature schedule, which it needs (a learned alpha cannot reach entropy -nd when D
+#   is fixed at 1e-6 and L is bounded).
 # GRID=c4: IAC --preset authors and IAC on the 3-pendulum (ENV=multi_pendulum) at the default tier's
 #   pendulum settings (20k env steps, 4 env copies, one update per 4 steps, reproduce.py), so that the
 #   default tier's IAC runs are the comparison; for claim C4 (experiments/c4_sigma.py reads their
@@ -44,6 +47,7 @@ cells=(
   "iac-current|iac.py --next-action current"
   "iac-critic_shared|iac.py --critic attention_shared"
   "iac-authors-mpe2-attention|iac.py --preset authors --predator-action mpe2 --critic attention"
+  "iac-authors_policy|iac.py --cov-diag fixed --l-bound tanh --rank 1 --mean-noise 0.05 --squash none --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01"
 )
 elif [[ "$GRID" == c4 ]]; then
 STEPS=${STEPS:-20000}
