@@ -50,7 +50,8 @@ class MAACCritic(iac.AttentionCritic):
       * discrete MAAC outputs Q_i for every action of agent i and picks a_i; with continuous actions
         there is no such output, so u_i enters f_i directly: Q_i = f_i(s_i, x_i, u_i);
       * an L2 penalty 1e-3 mean(logit^2) on the (unscaled) attention logits joins the critic loss;
-      * gradients of the shared modules (W_q, W_k, V) are scaled by 1/n, as they serve all n agents.
+      * gradients of the shared modules (W_q, W_k, V) are scaled by 1/n, as they serve all n agents (their
+        `grad_scale`, which a population's stacked parameters honour too, population.py).
     MAAC's counterfactual baseline is for its discrete policy-gradient estimator; with reparameterised
     continuous actions the gradient goes through Q_i directly, so there is none here."""
 
@@ -62,9 +63,10 @@ class MAACCritic(iac.AttentionCritic):
         super().__init__(n, obs_dim, d, h, args.heads)  # W_q, W_k, V and sa_enc (= g)
         self.s_enc = nn.Sequential(iac.AgentLinear(n, obs_dim, h), nn.LeakyReLU())
         self.f = iac.agent_mlp(n, [2 * h + d, h, 1], act=nn.LeakyReLU)
-        self.shared_grad_scale = 1.0 / n
-        for p in (p for name in self.SHARED for p in getattr(self, name).parameters()):
-            p.register_hook(lambda g: g * self.shared_grad_scale)
+        for module in (getattr(self, name) for name in self.SHARED):
+            module.grad_scale = 1.0 / n
+            for p in module.parameters():
+                p.register_hook(lambda g, module=module: g * module.grad_scale)
         self._logits = None
 
     def forward(self, obs, act):
@@ -147,7 +149,7 @@ def train_matrix_game(algo, seed=1, steps=3000, batch=64, lr=5e-3, hidden=32, em
         _, _, r, *_ = env.step(a)
         x, s = inputs(a)
         q = agents(x).gather(-1, a.unsqueeze(-1)).squeeze(-1)  # (B, 2): Q_i(u_i)
-        loss = F.mse_loss(mixer(q, s), r)
+        loss = F.mse_loss(mixer(q, s).squeeze(-1), r)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -617,3 +617,80 @@ class PettingZooBatch:
     def close(self):
         for env in self.envs:
             env.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# From the command line of iac.py / baselines.py to an env: --env, --env-kwargs, --team-reward,
+# --n-agents, --graded-reward, --predator-action.
+BUILTIN = tuple(e for e in ENV_NAMES if e != "matrix_game")  # the continuous ones
+
+
+def own_env(args):
+    return args.env.startswith(("pz:", "mamujoco:"))
+
+
+def parse_env_kwargs(items):
+    """--env-kwargs KEY=VALUE ... -> dict, values as Python literals where they parse."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise ValueError(f"--env-kwargs {item!r}: give KEY=VALUE, e.g. max_cycles=50")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def check_args(p, args):
+    """A built-in env name with the flags that apply to it, or a pz: / mamujoco: env that builds and can
+    be trained on (its sizes are kept in args.own_env_sizes for the checks that follow)."""
+    if own_env(args):
+        try:
+            env = PettingZooBatch(args.env, 1, env_kwargs=parse_env_kwargs(args.env_kwargs), team_reward=args.team_reward)
+        except ValueError as e:
+            p.error(str(e))
+        args.own_env_sizes = (env.n_agents, env.act_dim, env.obs_dim, env.state_dim)
+        env.close()
+    else:
+        if args.env not in BUILTIN:
+            hint = " (the matrix game trains with baselines.py --algo qmix or qmixs)" if args.env == "matrix_game" else ""
+            p.error(f"--env {args.env!r}: expected one of {', '.join(BUILTIN)}, pz:<module>[:<callable>] or "
+                    f"mamujoco:<Scenario>-<conf>{hint}")
+        for name in ("env_kwargs", "team_reward"):
+            if name in args.explicit:
+                p.error(f"--{name.replace('_', '-')} applies to pz: and mamujoco: envs only, not --env {args.env}")
+    if args.env != "multi_pendulum" and (args.n_agents is not None or args.graded_reward):
+        p.error("--n-agents and --graded-reward apply to --env multi_pendulum only")
+    if args.n_agents is not None and args.n_agents < 1:
+        p.error(f"--n-agents must be >= 1, got {args.n_agents}")
+    if args.graded_reward and (args.n_agents or 3) < 3:
+        p.error("--graded-reward (Fig. 6) needs --n-agents >= 3")
+    if args.predator_action != "mpe2" and "predator_prey" not in args.env:
+        p.error(f"--predator-action {args.predator_action} applies to predator-prey only, not --env {args.env}")
+
+
+def sizes(args):
+    """(n agents, d action dims, o observation dims, S state dims) of the env the flags name, unbuilt."""
+    if own_env(args):
+        return args.own_env_sizes
+    if args.env == "simple_world":
+        return 2, 1, 1, 1
+    if args.env == "multi_pendulum":
+        n = args.n_agents or 3
+        return n, 1, 3, 3 * n
+    return 3, 5 if getattr(args, "predator_action", "mpe2") == "mpe5" else 2, 16, 20
+
+
+def from_args(args, num_envs, device, render_mode=None):
+    """The batched env (num_envs copies) the flags name."""
+    if own_env(args):
+        return PettingZooBatch(args.env, num_envs, device, env_kwargs=parse_env_kwargs(args.env_kwargs),
+                               team_reward=args.team_reward, render_mode=render_mode)
+    kw = dict(n_agents=args.n_agents, graded=args.graded_reward) if args.env == "multi_pendulum" else {}
+    if getattr(args, "predator_action", "mpe2") != "mpe2":
+        kw["predator_action"] = args.predator_action
+    return make_env(args.env, num_envs=num_envs, device=device, **kw)

@@ -7,6 +7,7 @@ evaluation return, the band one standard deviation either side.
 
 import csv
 import os
+import sys
 
 import matplotlib
 
@@ -298,6 +299,37 @@ def render_gif(actor, env, seed, path, to_env):
         frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     plt.close(fig)
     save_gif(frames, path, fps=10)
+
+
+def episode_gif(actor, make_env, targs, seed, path, device, to_env):
+    """--eval-only --capture-video: one deterministic episode of the checkpoint's env as a GIF. Predator-prey
+    is drawn here; a pz: / mamujoco: env draws itself (own_env_gif)."""
+    if envs.own_env(targs):
+        own_env_gif(actor, lambda: make_env(targs, 1, device, render_mode="rgb_array"), targs.env, seed, path, to_env)
+    else:
+        render_gif(actor, make_env(targs, 1, device), seed, path, to_env)
+
+
+def own_env_gif(actor, make_env, name, seed, path, to_env, max_frames=250):
+    """One deterministic episode of a pz: / mamujoco: env as a GIF, drawn by the env's own rgb_array
+    renderer (at most max_frames frames: a long episode keeps every k-th)."""
+    try:
+        env = make_env()
+        obs, _ = env.reset(seed=seed)
+        frames = [env.frame()]
+        with torch.no_grad():
+            for _ in range(env.episode_len):
+                obs, _, _, term, trunc, _ = env.step(to_env(actor.mean(obs), env))
+                if term[0] or trunc[0]:  # the copy has already reset: its next picture is a new episode
+                    break
+                frames.append(env.frame())
+        env.close()
+    except Exception as e:  # noqa: BLE001 -- the env's renderer (OpenGL, pygame): report, no traceback
+        detail = str(e) if isinstance(e, envs.EnvSpecError) else f"{type(e).__name__}: {e}"
+        sys.exit(f"error: --capture-video: --env {name} could not draw its episode off-screen ({detail}). "
+                 "The env must take render_mode='rgb_array'; MuJoCo draws with MUJOCO_GL=egl (the default here) "
+                 "or MUJOCO_GL=osmesa, each needing its system library (libEGL, libOSMesa)")
+    save_gif(frames[:: -(-len(frames) // max_frames)], path, fps=20)
 
 
 def save_gif(frames, path, fps):

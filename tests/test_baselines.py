@@ -49,7 +49,7 @@ def test_maddpg_critic_sees_every_action_and_takes_others_from_the_buffer():
         assert not torch.allclose(critic(obs, act)[:, 0], critic(obs, act2)[:, 0]), j
     # agent i's policy gradient: only its own action is fresh, the others' come from the batch
     batch = dict(obs=obs, state=torch.randn(8, 20), act=act)
-    loss, _ = iac.policy_loss(batch, nets["actor"], nets["critic"], 0.0, "deterministic", "buffer")
+    loss, _ = iac.policy_loss(nets, batch, 0.0, args)
     loss.backward()
     assert nets["actor"].net[0].weight.grad.abs().sum() > 0
 
@@ -75,7 +75,8 @@ def test_maac_query_ignores_own_action_and_regulariser_and_grad_scaling():
     scaled = baselines.MAACCritic(args, 3, 16, 2)
     torch.manual_seed(1)
     plain = baselines.MAACCritic(args, 3, 16, 2)
-    plain.shared_grad_scale = 1.0  # the same critic without the 1/n scaling
+    for mod in ("W_q", "W_k", "V"):  # the same critic without the 1/n scaling
+        getattr(plain, mod).grad_scale = 1.0
     scaled(obs, act).sum().backward()
     plain(obs, act).sum().backward()
     for mod in ("W_q", "W_k", "V"):

@@ -26,13 +26,22 @@ def batch(term=None):
                 term=torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64) if term is None else term)
 
 
+def settings(**kw):
+    """The flags the losses read, at their defaults unless given."""
+    return argparse.Namespace(**{**dict(gamma=0.95, next_action="target", td_entropy="soft", others_actions="policy",
+                                        actor_objective="qtot"), **kw})
+
+
 class FixedPolicy:
-    """A stand-in policy: sample() returns a fixed action and log-prob, mean() a fixed action."""
+    """A stand-in policy: sample() returns a fixed action and log-prob (B, k), mean() a fixed action; a
+    deterministic one (act None) samples its mean with log pi 0, as iac.Actor does."""
 
     def __init__(self, act, log_prob, mean=None):
         self.act, self.log_prob, self.mean_act = act, log_prob, mean
 
     def sample(self, obs, state):
+        if self.act is None:
+            return self.mean_act, torch.zeros(self.mean_act.shape[0], 1, dtype=self.mean_act.dtype)
         return self.act, self.log_prob
 
     def mean(self, obs):
@@ -41,7 +50,7 @@ class FixedPolicy:
 
 class LinearCritic:
     """A stand-in critic: Q_i(o, s, u) = sum_j W[i, j] sum_k u_jk + c_i s_0 (per agent), or with a
-    mixer Q_tot = sum_i Q_i. Easy to evaluate by hand."""
+    mixer Q_tot = sum_i Q_i (B, 1). Easy to evaluate by hand."""
 
     def __init__(self, mixer=True):
         self.W = rand(N, N)
@@ -54,7 +63,7 @@ class LinearCritic:
 
     def __call__(self, obs, state, act):
         q = self.per_agent(state, act)
-        return q.sum(-1) if self.mixer is not None else q
+        return q.sum(-1, keepdim=True) if self.mixer is not None else q
 
 
 # ---------------------------------------------------------------- Eq. (24): the TD target
@@ -62,17 +71,18 @@ class LinearCritic:
 @pytest.mark.parametrize("td_entropy", ["soft", "none"])
 def test_td_target_eq24_every_variant(next_action, td_entropy):
     b = batch()
-    tgt = FixedPolicy(rand(B, N, D), rand(B))
-    cur = FixedPolicy(rand(B, N, D), rand(B))
+    tgt = FixedPolicy(rand(B, N, D), rand(B, 1))
+    cur = FixedPolicy(rand(B, N, D), rand(B, 1))
     critic_t = LinearCritic()
     alpha, gamma = 0.3, 0.9
-    y = iac.td_target(b, cur, tgt, critic_t, alpha, gamma, "joint", next_action, td_entropy)
+    nets = dict(actor=cur, actor_target=tgt, critic_target=critic_t)
+    y = iac.td_target(nets, b, alpha, settings(gamma=gamma, next_action=next_action, td_entropy=td_entropy))
     pi = tgt if next_action == "target" else cur  # Algorithm 1 line 15: u' ~ pi^- (target policy)
     q_next = critic_t.per_agent(b["next_state"], pi.act).sum(-1)  # Q_tot'(o', u', s')
-    ent = alpha * pi.log_prob if td_entropy == "soft" else 0.0
+    ent = alpha * pi.log_prob[:, 0] if td_entropy == "soft" else 0.0
     by_hand = b["rew"] + gamma * (1 - b["term"]) * (q_next - ent)
-    assert torch.allclose(y, by_hand)
-    assert torch.allclose(y[[1, 3]], b["rew"][[1, 3]])  # terminated: no bootstrap
+    assert y.shape == (B, 1) and torch.allclose(y[:, 0], by_hand)
+    assert torch.allclose(y[[1, 3], 0], b["rew"][[1, 3]])  # terminated: no bootstrap
 
 
 def test_td_target_per_agent_critics_and_deterministic_policy():
@@ -80,15 +90,20 @@ def test_td_target_per_agent_critics_and_deterministic_policy():
     critic_t = LinearCritic(mixer=False)
     # independent policy without a mixer (MAAC): each Q_i regresses the team reward with its own log pi_i
     tgt = FixedPolicy(rand(B, N, D), rand(B, N))
-    y = iac.td_target(b, None, tgt, critic_t, 0.2, 0.95, "independent", "target", "soft")
+    y = iac.td_target(dict(actor=None, actor_target=tgt, critic_target=critic_t), b, 0.2, settings())
     q = critic_t.per_agent(b["next_state"], tgt.act)
     assert torch.allclose(y, b["rew"][:, None] + 0.95 * (1 - b["term"])[:, None] * (q - 0.2 * tgt.log_prob))
-    # deterministic policy (DDPG-MIX, MADDPG): u' = the target policy's mean, no entropy, whatever the flags
+    # a joint policy without a mixer: every Q_i takes the joint log pi
+    tgt = FixedPolicy(rand(B, N, D), rand(B, 1))
+    y = iac.td_target(dict(actor=None, actor_target=tgt, critic_target=critic_t), b, 0.2, settings())
+    q = critic_t.per_agent(b["next_state"], tgt.act)
+    assert torch.allclose(y, b["rew"][:, None] + 0.95 * (1 - b["term"])[:, None] * (q - 0.2 * tgt.log_prob))
+    # deterministic policy (DDPG-MIX, MADDPG): u' = the target policy's mean, no entropy (alpha is 0)
     det = FixedPolicy(None, None, mean=rand(B, N, D))
     critic_t = LinearCritic()
-    y = iac.td_target(b, FixedPolicy(None, None, mean=rand(B, N, D)), det, critic_t, 0.5, 0.95,
-                      "deterministic", "current", "soft")
-    assert torch.allclose(y, b["rew"] + 0.95 * (1 - b["term"]) * critic_t(None, b["next_state"], det.mean_act))
+    y = iac.td_target(dict(actor=FixedPolicy(None, None, mean=rand(B, N, D)), actor_target=det, critic_target=critic_t),
+                      b, 0.0, settings())
+    assert torch.allclose(y, b["rew"][:, None] + 0.95 * (1 - b["term"][:, None]) * critic_t(None, b["next_state"], det.mean_act))
 
 
 def _constant_critic(args, value):
@@ -97,7 +112,7 @@ def _constant_critic(args, value):
     with torch.no_grad():
         for p in critic.mixer.parameters():
             p.zero_()
-        critic.mixer.V[-1].bias.fill_(value)
+        critic.mixer.hyper_b2[-1].bias.fill_(value)
     return critic
 
 
@@ -116,7 +131,7 @@ def test_update_regresses_the_online_critic_on_the_target_critic():
     with torch.no_grad():
         q_online = nets["critic"](b["obs"], b["state"], b["act"])
     out = iac.update(args, nets, opts, b, 1, -6.0)
-    y = b["rew"] + 0.95 * (1 - b["term"]) * 2.5
+    y = (b["rew"] + 0.95 * (1 - b["term"]) * 2.5)[:, None]
     assert torch.allclose(out["critic_loss"], ((q_online - y) ** 2).mean(), atol=1e-5)
 
 
@@ -126,7 +141,7 @@ class GradPolicy:
 
     def __init__(self, per_agent_log_prob=False):
         self.act = rand(B, N, D).requires_grad_()
-        self.lp = rand(B, N) if per_agent_log_prob else rand(B)
+        self.lp = rand(B, N) if per_agent_log_prob else rand(B, 1)
 
     def sample(self, obs, state):
         return self.act, self.lp
@@ -138,23 +153,23 @@ class GradPolicy:
 def test_policy_loss_eq15_with_the_mixer_and_mean_q():
     b = batch()
     critic, pi, alpha = LinearCritic(), GradPolicy(), 0.7
-    loss, lp = iac.policy_loss(b, pi, critic, alpha, "joint")
+    loss, lp = iac.policy_loss(dict(actor=pi, critic=critic), b, alpha, settings())
     q_tot = critic.per_agent(b["state"], pi.act.detach()).sum(-1)
-    assert torch.allclose(loss, (alpha * pi.lp - q_tot).mean()) and torch.equal(lp, pi.lp)
+    assert torch.allclose(loss, (alpha * pi.lp[:, 0] - q_tot).mean()) and torch.equal(lp, pi.lp)
     loss.backward()  # dL/du_jk = -(1/B) sum_i W[i, j]: Q_tot pulls every agent's action
     assert torch.allclose(pi.act.grad, (-critic.W.sum(0) / B)[None, :, None].expand(B, N, D))
     # --actor-objective mean_q (authors' agent.py:107): the mean of the Q_i, not Q_tot, and no state term
     pi.act.grad = None
-    loss, _ = iac.policy_loss(b, pi, critic, alpha, "joint", objective="mean_q")
+    loss, _ = iac.policy_loss(dict(actor=pi, critic=critic), b, alpha, settings(actor_objective="mean_q"))
     mean_q = (pi.act.detach().sum(-1) @ critic.W.T).mean(-1)
-    assert torch.allclose(loss, (alpha * pi.lp - mean_q).mean())
+    assert torch.allclose(loss, (alpha * pi.lp[:, 0] - mean_q).mean())
     loss.backward()
     assert torch.allclose(pi.act.grad, (-critic.W.sum(0) / (B * N))[None, :, None].expand(B, N, D))
     # independent policy with a mixer (SIAQ): the joint log pi is the sum of the agents'
     pi = GradPolicy(per_agent_log_prob=True)
-    loss, lp = iac.policy_loss(b, pi, critic, alpha, "independent")
-    assert torch.allclose(lp, pi.lp.sum(-1))
-    assert torch.allclose(loss, (alpha * pi.lp.sum(-1) - critic(None, b["state"], pi.act.detach())).mean())
+    loss, lp = iac.policy_loss(dict(actor=pi, critic=critic), b, alpha, settings())
+    assert torch.equal(lp, pi.lp)  # the agents' factors, for the temperature's step
+    assert torch.allclose(loss, (alpha * pi.lp.sum(-1) - critic(None, b["state"], pi.act.detach())[:, 0]).mean())
 
 
 @pytest.mark.parametrize("others", ["buffer", "policy"])
@@ -164,7 +179,7 @@ def test_policy_loss_without_mixer_takes_agent_i_fresh_action_and_the_others_act
     b = batch()
     critic, pi = LinearCritic(mixer=False), GradPolicy(per_agent_log_prob=True)
     alpha = 0.4
-    loss, _ = iac.policy_loss(b, pi, critic, alpha, "independent", others_actions=others)
+    loss, _ = iac.policy_loss(dict(actor=pi, critic=critic), b, alpha, settings(others_actions=others))
     fresh = pi.act.detach().sum(-1)  # (B, n)
     other = (b["act"] if others == "buffer" else pi.act.detach()).sum(-1)
     q = torch.empty(B, N, dtype=torch.float64)
@@ -180,10 +195,13 @@ def test_policy_loss_without_mixer_takes_agent_i_fresh_action_and_the_others_act
 # ---------------------------------------------------------------- the temperature
 def test_alpha_loss_value_sign_and_direction():
     log_alpha = torch.tensor([math.log(0.5)], requires_grad=True)
-    lp = torch.tensor([1.0, 3.0])
+    lp = torch.tensor([[1.0], [3.0]])  # (B, 1): a joint policy's log pi
     loss = iac.alpha_loss(log_alpha, lp, -6.0)
-    assert torch.allclose(loss, -(math.log(0.5) * (lp - 6.0)).mean())
-    for log_prob, grows in ((torch.full((8,), 10.0), True), (torch.full((8,), -10.0), False)):
+    assert torch.allclose(loss, -(math.log(0.5) * (lp[:, 0] - 6.0)).mean())
+    # independent agents (B, n): the joint log pi is the sum of the agents'
+    assert torch.allclose(iac.alpha_loss(log_alpha, torch.tensor([[1.0, 2.0], [3.0, 0.5]]), -6.0),
+                          -(math.log(0.5) * (torch.tensor([3.0, 3.5]) - 6.0)).mean())
+    for log_prob, grows in ((torch.full((8, 1), 10.0), True), (torch.full((8, 1), -10.0), False)):
         # entropy -log pi below the target -nd = -6 (log pi = 10): alpha must grow, and shrink above it
         la = torch.zeros(1, requires_grad=True)
         opt = torch.optim.SGD([la], lr=0.1)
@@ -286,7 +304,7 @@ def test_squash_none_returns_the_raw_gaussian_sample_and_its_density():
     L = actor.f_psi(state).view(B, N * D, 2)
     dist = actor.distribution(obs, state)
     dense = MultivariateNormal(torch.tanh(mu).flatten(1), covariance_matrix=L @ L.mT + torch.diag_embed(dist.D))
-    assert torch.allclose(lp, dense.log_prob(u.flatten(1)))  # no tanh correction
+    assert torch.allclose(lp[:, 0], dense.log_prob(u.flatten(1)))  # no tanh correction
     assert torch.allclose(dist.loc, torch.tanh(mu).flatten(1))  # centred on tanh(mu)
 
 
@@ -321,7 +339,7 @@ def test_mixer_state_obs_feeds_the_concatenated_observations():
 def test_mpe5_predator_action_gives_5d_actions():
     args = iac.parse_args(["--env", "po_predator_prey", "--predator-action", "mpe5", "--rank", "15"])
     env = iac.make_env(args, 1, "cpu")
-    assert env.act_dim == 5 and iac.env_sizes(args) == (3, 5)
+    assert env.act_dim == 5 and envs.sizes(args) == (3, 5, 16, 20)
 
 
 def test_grad_clip_zero_means_no_clipping():
@@ -330,12 +348,12 @@ def test_grad_clip_zero_means_no_clipping():
     before = lin.weight.detach().clone()
     loss = (lin(torch.full((1, 3), 1000.0, dtype=torch.float64)) ** 2).sum()
     grad = torch.autograd.grad(loss, lin.weight, retain_graph=True)[0]
-    iac.optimise(opt, lin.parameters(), loss, 0.0, None, "x", 1)
+    iac.optimise(iac.Networks(None), opt, lin.parameters(), loss, 0.0, None, "x", 1)
     assert torch.allclose(lin.weight, before - grad)
     loss = (lin(torch.full((1, 3), 1000.0, dtype=torch.float64)) ** 2).sum()
     grad = torch.autograd.grad(loss, lin.weight, retain_graph=True)[0]
     before = lin.weight.detach().clone()
-    iac.optimise(opt, lin.parameters(), loss, 1.0, None, "x", 1)  # clipped to norm 1 (over weight and bias)
+    iac.optimise(iac.Networks(None), opt, lin.parameters(), loss, 1.0, None, "x", 1)  # clipped to norm 1 (over weight and bias)
     assert (before - lin.weight).norm() <= 1.0 + 1e-9 and grad.norm() > 10
 
 
@@ -422,7 +440,7 @@ def test_shared_attention_critic_by_hand():
         others = [j for j in range(3) if j != i]
         logits = torch.stack([(lin(crit.W_q, s[:, i]) * lin(crit.W_k, e[:, j])).sum(-1) for j in others], -1)
         w = (logits / math.sqrt(8)).softmax(-1)  # (5, 2)
-        x = sum(w[:, k:k + 1] * leaky(lin(crit.V[0], e[:, j])) for k, j in enumerate(others))
+        x = sum(w[:, k:k + 1] * leaky(lin(crit.V, e[:, j])) for k, j in enumerate(others))
         h = torch.relu(lin(crit.f[0], torch.cat([e[:, i], x], -1)))
         q_expect[:, i] = lin(crit.f[2], h).squeeze(-1)
     assert torch.allclose(crit(obs, act), q_expect, atol=1e-10)

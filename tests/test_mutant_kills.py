@@ -60,7 +60,7 @@ def test_attention_critic_by_hand_each_agent_attends_to_the_others_only():
     obs, act = torch.randn(B, n, o, dtype=torch.float64), torch.rand(B, n, d, dtype=torch.float64)
     dk = h // H
     e = [F.leaky_relu(_agent_linear(critic.g[0], torch.cat([obs[:, i], act[:, i]], -1), i)) for i in range(n)]
-    Wq, Wk, Wv = critic.W_q.weight, critic.W_k.weight, critic.V[0].weight
+    Wq, Wk, Wv = critic.W_q.weight, critic.W_k.weight, critic.V.weight
     f1, f2 = critic.f[0], critic.f[2]
     for i in range(n):
         others = [j for j in range(n) if j != i]
@@ -87,9 +87,16 @@ def test_maac_critic_loss_adds_the_logit_penalty_over_the_other_agents():
     g = torch.Generator().manual_seed(1)
     batch = dict(obs=torch.randn(B, n, o, generator=g, dtype=torch.float64),
                  state=torch.randn(B, S, generator=g, dtype=torch.float64),
-                 act=torch.rand(B, n, d, generator=g, dtype=torch.float64) * 2 - 1)
-    y = torch.randn(B, n, generator=g, dtype=torch.float64)
-    loss = iac.critic_loss(batch, critic, y)
+                 act=torch.rand(B, n, d, generator=g, dtype=torch.float64) * 2 - 1,
+                 rew=torch.randn(B, generator=g, dtype=torch.float64), term=torch.ones(B, dtype=torch.float64))
+    batch.update(next_obs=batch["obs"], next_state=batch["state"])
+    # every transition terminal and no entropy term: the TD target is the reward, for each Q_i
+    y = batch["rew"][:, None].expand(B, n)
+    target_policy = lambda o, s: (batch["act"], torch.zeros(B, n, dtype=torch.float64))
+    nets = dict(critic=critic, actor_target=type("Pi", (), dict(sample=staticmethod(target_policy)))(),
+                critic_target=critic)
+    args.td_entropy = "none"
+    loss = iac.critic_loss(nets, batch, 0.1, args)
     q = critic.q
     mse = ((critic(batch["obs"], batch["state"], batch["act"]) - y) ** 2).mean()
     s = [F.leaky_relu(_agent_linear(q.s_enc[0], batch["obs"][:, i], i)) for i in range(n)]
@@ -123,8 +130,7 @@ def test_maac_policy_loss_ignores_the_buffers_actions_and_maddpg_uses_them():
         losses = []
         for act in acts:
             torch.manual_seed(1)  # the same policy samples for both minibatches
-            loss, _ = iac.policy_loss(dict(batch, act=act), nets["actor"], nets["critic"], 0.1, args.policy,
-                                      args.others_actions, args.actor_objective)
+            loss, _ = iac.policy_loss(nets, dict(batch, act=act), 0.1, args)
             losses.append(loss.item())
         assert (losses[0] != losses[1]) == depends, (algo, losses)
 

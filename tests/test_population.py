@@ -8,9 +8,11 @@ import torch
 
 import baselines
 import iac
+import population
 import runlib
 
 ALGOS = ["iac", "ddpg_mix", "maddpg", "maac", "siaq"]
+NETS = ("actor", "critic", "actor_target", "critic_target")
 
 
 def _args(algo, *extra):
@@ -59,7 +61,8 @@ def test_one_population_update_equals_K_single_run_updates(algo, opt, fixed_nois
     K, seeds = 3, [4, 7, 9]
     args, make_q = _args(algo)
     env = iac.make_env(args, 1, torch.device("cpu"))
-    pop, pop_opts = iac.build_population(args, env, torch.device("cpu"), make_q, seeds)
+    pop, pop_opts = population.build(lambda: iac.build(args, env, torch.device("cpu"), make_q),
+                                     [runlib.seed_streams(s)["torch"] for s in seeds], lambda p: iac.optimisers(args, p))
     singles = []
     for seed in seeds:  # member k starts from the weights of the single run of seeds[k]
         torch.manual_seed(runlib.seed_streams(seed)["torch"])
@@ -76,12 +79,12 @@ def test_one_population_update_equals_K_single_run_updates(algo, opt, fixed_nois
             out = iac.update(args, nets, opts, {key: v[k] for key, v in batch.items()}, u, target_entropy)
             for name, v in out.items():
                 torch.testing.assert_close(pop_out[name][k], v, rtol=1e-5, atol=1e-5)
-    sd = pop.state_dict()
+    sd = pop.weights()
     for k, (nets, _) in enumerate(singles):
-        for net in iac.NETS:
+        for net in NETS:
             for name, v in nets[net].state_dict().items():
                 torch.testing.assert_close(sd[net][name][k], v, rtol=1e-5, atol=1e-5, msg=f"{net}.{name}")
-        torch.testing.assert_close(pop["log_alpha"][k], nets["log_alpha"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(pop.log_alpha[k], nets.log_alpha, rtol=1e-5, atol=1e-5)
     # and the members really differ (a population of copies would pass the above trivially)
     assert not torch.allclose(sd["actor"]["net.0.weight"][0], sd["actor"]["net.0.weight"][1])
 
@@ -91,7 +94,7 @@ def test_gradient_clipping_is_per_member(fixed_noise):
     params = [torch.zeros(3, 4, requires_grad=True), torch.zeros(3, 2, requires_grad=True)]
     params[0].grad = torch.tensor([[3.0, 4, 0, 0], [300, 400, 0, 0], [0.3, 0.4, 0, 0]])
     params[1].grad = torch.zeros(3, 2)
-    norm = iac.clip_per_member(params, 10.0)
+    norm = population.Population.clip_grad_norm_(None, params, 10.0)
     torch.testing.assert_close(norm, torch.tensor([5.0, 500.0, 0.5]))
     torch.testing.assert_close(params[0].grad[:, :2], torch.tensor([[3.0, 4], [6, 8], [0.3, 0.4]]), rtol=1e-5, atol=1e-6)
 
@@ -138,7 +141,7 @@ def test_member_starts_from_its_single_runs_weights(tmp_path):
     _run(tmp_path, "--seed", "2", "--total-steps", "0", "--save-model")
     pop = runlib.load_checkpoint(str(tmp_path / "predator_prey__iac__seeds-3-2" / "checkpoint.pt"))
     single = runlib.load_checkpoint(str(tmp_path / "predator_prey__iac__2" / "checkpoint.pt"))
-    for net in iac.NETS:
+    for net in NETS:
         for name, v in single[net].items():
             assert torch.equal(pop[net][name][1], v), f"{net}.{name}"
         assert not torch.equal(pop["actor"]["net.0.weight"][0], single["actor"]["net.0.weight"])

@@ -278,12 +278,12 @@ def test_a_population_stops_naming_the_member_that_went_non_finite(tmp_path, mon
     real = iac.optimise
     calls = []
 
-    def poisoned(opt, params, loss, *a):
+    def poisoned(nets, opt, params, loss, *a):
         if a[2] == "critic_loss":
             calls.append(1)
             if len(calls) >= 50:
                 loss = loss * torch.tensor([1.0, float("nan")])
-        return real(opt, params, loss, *a)
+        return real(nets, opt, params, loss, *a)
 
     monkeypatch.setattr(iac, "optimise", poisoned)
     with pytest.raises(SystemExit) as e:
@@ -327,9 +327,10 @@ def test_on_a_gpu_the_guard_is_read_at_logging_time_and_keeps_the_checkpoint_bef
 
 
 # ---------------------------------------------------------------- no host sync on the training path
-LOGGING_POINTS = {"log_eval", "log_train_return", "log_losses", "checkpoint", "raise_if_bad", "evaluate",
-                  "resumed_args", "load_state_dict"}
-PROJECT = tuple(os.path.join(HERE, f) for f in ("iac.py", "baselines.py", "envs.py", "runlib.py"))
+# the functions that may read the device: evaluation, logging, checkpoints, resume
+LOGGING_POINTS = {"evaluation", "evaluate", "_train_return", "losses", "save", "raise_if_bad", "resumed_args",
+                  "load_state_dict", "_restore"}
+PROJECT = tuple(os.path.join(HERE, f) for f in ("iac.py", "baselines.py", "envs.py", "runlib.py", "population.py"))
 
 
 def _forbid_syncs(monkeypatch):
