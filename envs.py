@@ -18,10 +18,14 @@ continuous actions (or "mamujoco:<Scenario>-<conf>", Multi-Agent MuJoCo) behind 
 
 import math
 
+import sys
+
 import gymnasium
 import numpy as np
 import pettingzoo
 import torch
+
+import runlib
 
 ENV_NAMES = ("matrix_game", "simple_world", "multi_pendulum", "predator_prey", "po_predator_prey")
 
@@ -410,11 +414,18 @@ class ParallelEnv(pettingzoo.ParallelEnv):
 # --------------------------------------------------------------------------------------------------
 # Your own task: any PettingZoo ParallelEnv with continuous actions, and Multi-Agent MuJoCo.
 PZ_DEFAULT_EPISODE_LEN = 1000  # the wrapper's own time limit when the env states none
+WARNED = set()  # the envs whose stand-in state has been reported: once per process, not per copy or wrapper
 MAMUJOCO_REQUIREMENTS = "requirements-mamujoco.txt"
 
 
 class EnvSpecError(ValueError):
     """An env named on the command line that cannot be trained on; the message says why."""
+
+
+class EnvCallError(EnvSpecError, runlib.SaveAndStop):
+    """A call into the user's env (reset(), step(), state()) failed during a run: the run saves its
+    checkpoint (with --save-model) and stops with this one-line message, which names the env, the call
+    and the step."""
 
 
 def _import_factory(spec):
@@ -481,17 +492,29 @@ class PettingZooBatch:
 
     The copies are Python envs, stepped one after another (bench/envs.py measures what that costs).
     obs (B, n, o): each agent's observation, zero-padded to the largest; state: env.state() where the
-    env has one, else the observations side by side; reward: the mean (or sum) of the agents' rewards;
-    an episode ends when every agent is done (terminated if all terminated, else truncated), or after
-    `episode_len` steps (the env's max_cycles / max_episode_steps, else PZ_DEFAULT_EPISODE_LEN).
-    Resets draw their seeds from this env's own generator, so seeding reproduces the episodes."""
+    env has one (use_state=False, for --mixer-state obs: state() is never called), else the observations
+    side by side; reward: the mean (or sum) of the agents' rewards; an episode ends when every agent is
+    done (terminated if all terminated, else truncated), or after `episode_len` steps (the env's
+    max_cycles / max_episode_steps, else PZ_DEFAULT_EPISODE_LEN). Resets draw their seeds from this env's
+    own generator, so seeding reproduces the episodes.
+
+    Real envs are uneven, and what each of their failures does is decided here, once:
+      * whether the env has a state is decided when the wrapper is built: no state() method, or a
+        state() that raises NotImplementedError there (pettingzoo.ParallelEnv's own), means none;
+      * a state() that fails (raises, or returns another size) on the last step of an episode that
+        ended by *termination*: that transition's next state is never bootstrapped from (the TD target
+        multiplies it by 1 - terminated), so the copy's last good state stands in, with one warning
+        (SISL's multiwalker tears its bodies down when a walker falls, and its state() then raises);
+      * a state() that fails anywhere else (at a reset, mid-episode, at a truncation, whose next state
+        *is* bootstrapped from) stops the run with EnvCallError, suggesting --mixer-state obs;
+      * reset() or step() raising stops the run with EnvCallError, naming the call and the step."""
 
     act_dtype = np.float32
     n_actions = 0
     discrete = False
 
     def __init__(self, spec, num_envs=1, device="cpu", dtype=torch.float32, env_kwargs=None, team_reward="mean",
-                 render_mode=None):
+                 render_mode=None, use_state=True):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if team_reward not in ("mean", "sum"):
@@ -527,7 +550,9 @@ class PettingZooBatch:
                                f"{', '.join(str(s.shape) for s in obs_spaces)}")
         self.obs_sizes = [s.shape[0] for s in obs_spaces]
         self.obs_dim = max(self.obs_sizes)
-        self.has_state = callable(getattr(env, "state", None))  # else: the observations side by side
+        self.has_state = use_state and callable(getattr(env, "state", None))  # else: the observations side by side
+        self.state_dim = None  # decided by the first reset, below
+        self.last_state, self.steps = [None] * num_envs, 0
         self.gen = torch.Generator()
         obs, state = self.reset(seed=0)
         self.state_dim = state.shape[-1]
@@ -537,7 +562,9 @@ class PettingZooBatch:
     def _seed(self):
         return int(torch.randint(2**31 - 1, (), generator=self.gen))
 
-    def _obs(self, env, obs):
+    def _obs(self, i, env, obs, when):
+        """Copy i's observations (n, o) and state after `when`: "reset", "step" (mid-episode),
+        "terminated" or "truncated" (the last step of an episode)."""
         missing = [a for a in self.agents if a not in obs]
         if missing:
             raise EnvSpecError(f"--env {self.spec}: agent(s) {', '.join(missing)} left mid-episode; the "
@@ -545,12 +572,46 @@ class PettingZooBatch:
         out = np.zeros((self.n_agents, self.obs_dim), dtype=np.float32)
         for j, a in enumerate(self.agents):
             out[j, : self.obs_sizes[j]] = obs[a]
-        if self.has_state:
-            try:
-                return out, np.asarray(env.state(), dtype=np.float32).ravel()
-            except NotImplementedError:  # pettingzoo.ParallelEnv's own state() says there is none
-                self.has_state = False  # (decided at the first reset, in __init__)
-        return out, out.ravel()
+        state = self._state(i, env, when) if self.has_state else None
+        return out, out.ravel() if state is None else state
+
+    def _state(self, i, env, when):
+        try:
+            state = np.asarray(env.state(), dtype=np.float32).ravel()
+        except NotImplementedError:
+            if self.state_dim is None:  # at the first reset: pettingzoo.ParallelEnv's own state() says there is none
+                self.has_state = False
+                return None
+            problem = "raised NotImplementedError (it had a state when the run began)"
+        except Exception as e:  # noqa: BLE001 -- the env's own state(): every outcome is one of the cases below
+            problem = f"raised {type(e).__name__}: {e}"
+        else:
+            if self.state_dim is None:  # the first state decides the size
+                self.state_dim = state.size
+            if state.shape == (self.state_dim,):
+                self.last_state[i] = state
+                return state
+            problem = f"returned {state.size} numbers, not the {self.state_dim} it returned at the first reset"
+        if when == "terminated" and self.last_state[i] is not None:
+            if self.spec not in WARNED:
+                print(f"warning: --env {self.spec}: state() {problem} on the last step of an episode that ended by "
+                      "termination; that transition's next state is never bootstrapped from (the TD target "
+                      "multiplies it by 1 - terminated), so the copy's last good state stands in (said once)",
+                      file=sys.stderr)
+                WARNED.add(self.spec)
+            return self.last_state[i]
+        where = {"reset": "at a reset", "step": "mid-episode", "truncated": "on the last step of an episode cut by "
+                 "the time limit, whose next state the TD target bootstraps from", "terminated": "at the first step"}
+        raise EnvCallError(f"--env {self.spec}: state() {problem} {where[when]} (copy {i}, step {self.steps} of this env). "
+                           "Pass --mixer-state obs to use the agents' observations side by side as the state")
+
+    def _call(self, i, name, fn, *args, **kwargs):
+        """The env's reset() or step(): a failure stops the run with one line naming the call and the step."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- the user's env: its failure is reported, not traced back into
+            raise EnvCallError(f"--env {self.spec}: {name}() of copy {i} raised {type(e).__name__}: {e} (step "
+                               f"{self.steps} of this env)") from None
 
     def _tensor(self, x):
         return torch.as_tensor(np.stack(x), dtype=self.dtype, device=self.device)
@@ -558,7 +619,8 @@ class PettingZooBatch:
     def reset(self, seed=None):
         if seed is not None:
             self.gen.manual_seed(int(seed))
-        firsts = [self._obs(env, env.reset(seed=self._seed())[0]) for env in self.envs]
+        firsts = [self._obs(i, env, self._call(i, "reset", env.reset, seed=self._seed())[0], "reset")
+                  for i, env in enumerate(self.envs)]
         self.t = torch.zeros(self.num_envs, dtype=torch.long)
         return self._tensor([o for o, _ in firsts]), self._tensor([s for _, s in firsts])
 
@@ -571,16 +633,17 @@ class PettingZooBatch:
         actions = actions.to(self.act_low.device, self.dtype).clamp(self.act_low, self.act_high)
         acts = actions.cpu().numpy().astype(self.act_dtype)
         obs, state, final_obs, final_state, rew, term, trunc = [], [], [], [], [], [], []
+        self.steps += 1
         for i, env in enumerate(self.envs):
-            o, r, te, tr, _ = env.step({a: acts[i, j] for j, a in enumerate(self.agents)})
+            o, r, te, tr, _ = self._call(i, "step", env.step, {a: acts[i, j] for j, a in enumerate(self.agents)})
             done_agents = [a for a in self.agents if te.get(a, False) or tr.get(a, False)]
             if done_agents and len(done_agents) < n:
                 raise EnvSpecError(f"--env {self.spec}: agent(s) {', '.join(done_agents)} ended while the others "
                                    "go on; the joint policy needs every agent at every step")
-            fo, fs = self._obs(env, o)
             self.t[i] += 1
             ended_all = all(te.get(a, False) for a in self.agents)
             out_of_time = bool(done_agents) or int(self.t[i]) >= self.episode_len
+            fo, fs = self._obs(i, env, o, "terminated" if ended_all else "truncated" if out_of_time else "step")
             rewards = [float(r.get(a, 0.0)) for a in self.agents]
             rew.append(sum(rewards) / (n if self.team_reward == "mean" else 1))
             term.append(ended_all)
@@ -588,7 +651,7 @@ class PettingZooBatch:
             final_obs.append(fo)
             final_state.append(fs)
             if ended_all or out_of_time:
-                fo, fs = self._obs(env, env.reset(seed=self._seed())[0])
+                fo, fs = self._obs(i, env, self._call(i, "reset", env.reset, seed=self._seed())[0], "reset")
                 self.t[i] = 0
             obs.append(fo)
             state.append(fs)
@@ -650,7 +713,8 @@ def check_args(p, args):
     be trained on (its sizes are kept in args.own_env_sizes for the checks that follow)."""
     if own_env(args):
         try:
-            env = PettingZooBatch(args.env, 1, env_kwargs=parse_env_kwargs(args.env_kwargs), team_reward=args.team_reward)
+            env = PettingZooBatch(args.env, 1, env_kwargs=parse_env_kwargs(args.env_kwargs), team_reward=args.team_reward,
+                                  use_state=args.mixer_state != "obs")
         except ValueError as e:
             p.error(str(e))
         args.own_env_sizes = (env.n_agents, env.act_dim, env.obs_dim, env.state_dim)
@@ -689,7 +753,8 @@ def from_args(args, num_envs, device, render_mode=None):
     """The batched env (num_envs copies) the flags name."""
     if own_env(args):
         return PettingZooBatch(args.env, num_envs, device, env_kwargs=parse_env_kwargs(args.env_kwargs),
-                               team_reward=args.team_reward, render_mode=render_mode)
+                               team_reward=args.team_reward, render_mode=render_mode,
+                               use_state=getattr(args, "mixer_state", "env") != "obs")
     kw = dict(n_agents=args.n_agents, graded=args.graded_reward) if args.env == "multi_pendulum" else {}
     if getattr(args, "predator_action", "mpe2") != "mpe2":
         kw["predator_action"] = args.predator_action

@@ -18,7 +18,8 @@ runlib.py, populations (--seeds) in population.py, the environments in envs.py.
     python iac.py --env predator_prey            # train; logs under runs/, see README.md
     python iac.py --eval-only --checkpoint runs/<run>/checkpoint.pt --capture-video
 
-Shapes: B batch, n agents, o observation dim, S state dim, d action dim per agent, m rank of L.
+Shapes: B batch, n agents, o observation dim, S state dim, d action dim per agent, m rank of L, H attention
+heads; log pi comes as (B, k) factors that sum to the joint log pi (k = 1 joint, k = n independent).
 Actions inside the algorithm are in [-1, 1]^d (tanh space; with --squash none clipped to it before the
 env and the buffer); they are scaled to the env's bounds only when the env is stepped.
 """
@@ -88,7 +89,7 @@ def parser():
     # --- the method grid: policy x critic x mixer ---
     a("--policy", default="joint", choices=["joint", "independent", "deterministic"],
       help="joint: Gaussian with collaborative exploration, Eq. (14); independent: per-agent "
-      "Gaussians, Eq. (25); deterministic: mu_i(o_i) plus Gaussian exploration noise (DDPG)")
+      "Gaussians, Eq. (11) and (25); deterministic: mu_i(o_i) plus Gaussian exploration noise (DDPG)")
     a("--critic", default="attention", choices=["attention", "attention_shared", "individual", "centralized"],
       help="per-agent critic Q_i: attention over the other agents, Eq. (19)-(21), per-agent g_i and f_i; "
       "attention_shared: the authors' one g, f and observation-only query encoder for all agents "
@@ -115,7 +116,7 @@ def parser():
       help="s given to the mixer, Eq. (22), and to f_psi(s), Eq. (13): the env's global state, or the "
       "concatenated agents' observations (authors: common/utils.py:47)")
     # --- networks ---
-    a("--hidden", type=int, default=64, help="width of every per-agent MLP layer (2 layers)")
+    a("--hidden", type=int, default=64, help="width of every hidden layer (policy, critics, f_psi)")
     a("--heads", type=int, default=4, help="attention heads of the critic, Section 4.2")
     a("--mixer-embed", type=int, default=32, help="embedding size of the QMIX mixer, Eq. (22)")
     # --- optimisation ---
@@ -236,9 +237,9 @@ class LowRankGaussian:
         self.C_tril = self.C_tril + torch.where(info > 0, math.nan, 0.0)[..., None, None]
 
     def rsample(self):
-        eps_m = torch.randn(self.L.shape[:-2] + self.L.shape[-1:], dtype=self.loc.dtype, device=self.loc.device)
-        eps_k = torch.randn_like(self.loc)
-        return self.loc + (self.L @ eps_m[..., None]).squeeze(-1) + self.D.sqrt() * eps_k  # Eq. (14)
+        eps_M = torch.randn(self.L.shape[:-2] + self.L.shape[-1:], dtype=self.loc.dtype, device=self.loc.device)  # (B, m)
+        eps_N = torch.randn_like(self.loc)  # (B, nd)
+        return self.loc + (self.L @ eps_M[..., None]).squeeze(-1) + self.D.sqrt() * eps_N  # Eq. (14)
 
     def log_det(self):  # log det Sigma = log det C + sum log D (matrix determinant lemma)
         return 2 * self.C_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1) + self.D.log().sum(-1)
@@ -272,7 +273,7 @@ class DiagonalGaussian(Normal):
 # Section 4.1: the joint stochastic policy with collaborative exploration.
 class Actor(nn.Module):
     """pi(u | o, s). joint: x = mu(o) + sigma(o) eps_N + L(s) eps_M, Eq. (14), u = tanh(x);
-    independent: L = 0, Eq. (25); deterministic: u = tanh(mu(o)) (the loop adds exploration noise).
+    independent: L = 0, the per-agent policies of Eq. (11) and (25); deterministic: u = tanh(mu(o)) (the loop adds exploration noise).
     Execution uses tanh(mu_i(o_i)) only, so agent i needs nothing but its own observation.
     The keyword switches are the authors' variants (--cov-diag, --l-bound, --mean-noise, --squash)."""
 
@@ -297,6 +298,7 @@ class Actor(nn.Module):
             mu = torch.tanh(mu)
         if self.mean_noise:  # a one-sided jitter of the mean, c U[0, 1) (authors: IAC/actor.py:44-47)
             mu = mu + self.mean_noise * torch.rand_like(mu)
+        # the paper does not bound sigma_i; CleanRL's SAC squashes log sigma into [LOG_STD_MIN, LOG_STD_MAX]
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         var = (2 * log_std).exp() if self.cov_diag == "learned" else torch.full_like(log_std, FIXED_D)
         if self.policy == "independent":
@@ -356,7 +358,7 @@ class AttentionCritic(nn.Module):
         e_kv = e if e_kv is None else e_kv
         B, n, width = e.shape
         by_head = lambda t: t.view(B, n, self.heads, width // self.heads)  # (B, n, H, width/H)
-        # Eq. (20)'s h is one LeakyReLU after V, as in MAAC
+        # Eq. (20)'s h, an MLP in the paper, is one LeakyReLU after V here, as in MAAC
         q, k, v = by_head(self.W_q(e)), by_head(self.W_k(e_kv)), by_head(F.leaky_relu(self.V(e_kv)))
         # Eq. (21) with the logits scaled by 1/sqrt(width/H), as in MAAC and the Transformer; the paper
         # writes no scale. n x n products of tiny vectors: broadcast and sum, 2x faster on a CPU than bmm
@@ -376,7 +378,7 @@ class AttentionCritic(nn.Module):
 class SharedAttentionCritic(AttentionCritic):
     """The authors' variant (IAC/critics.py:57-93): one set of weights for all agents (their `# share`),
     queries from an observation-only encoder s(o_i), keys and values from e_j = g(o_j, u_j), and the head
-    Q_i = f(e_i, x_i)."""
+    Q_i = f(e_i, x_i). Their structure, our activations: LeakyReLU where their encoders use ReLU."""
 
     def __init__(self, n, obs_dim, d, hidden, heads):
         super().__init__(n, obs_dim, d, hidden, heads)  # W_q, W_k, V and the mask; g and f replaced below
@@ -473,7 +475,7 @@ def value_log_prob(log_prob, critic):
     """The log pi to set beside a value: the joint log pi (B, 1) beside Q_tot; without a mixer, beside
     Q_i, agent i's own log pi_i (independent agents) or the joint one (B, 1), broadcast. An independent
     policy's joint log pi is the sum of the agents' (Eq. 25), so SIQ / SIAQ subtract alpha sum_i log pi_i
-    after the mixer, not inside each Q_i as Eq. (26) writes it."""
+    after the mixer, not inside each Q_i as Eq. (26) writes it (the same sum, Eq. 11)."""
     return log_prob if critic.mixer is None else log_prob.sum(-1, keepdim=True)
 
 
@@ -538,7 +540,8 @@ def alpha_loss(log_alpha, log_prob, target_entropy):
 
 
 def alpha_value(args, log_alpha, n_updates):
-    """The temperature for update n_updates + 1: learned (SAC v2), or --alpha with its linear decay."""
+    """The temperature after n_updates updates. The paper's alpha is a constant of the objective, Eq. (8);
+    by default it is learned here (SAC v2, towards entropy -nd), or --alpha with its linear decay."""
     if args.policy == "deterministic":
         return 0.0
     if args.alpha is None:
@@ -547,7 +550,8 @@ def alpha_value(args, log_alpha, n_updates):
 
 
 def hard_or_soft_update(target, source, tau):
-    # Algorithm 1 lines 19-20: theta^- <- theta every T updates (tau = 1); Polyak averaging with tau < 1
+    # Algorithm 1 lines 19-20: theta^- <- theta every T updates (tau = 1: torch's lerp with weight 1 returns
+    # the source exactly); Polyak averaging with tau < 1
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
             t.lerp_(s, tau)
@@ -711,7 +715,9 @@ def explore(args, actor, obs, state, step, d):
     if args.policy == "deterministic":
         act = actor.mean(obs)
         return (act + args.exploration_noise * torch.randn_like(act)).clamp(-1, 1)
-    return actor.sample(obs, state)[0].clamp(-1, 1)  # with --squash none the raw sample is clipped here (agent.py:56)
+    # with --squash none the raw sample is clipped for the env and the buffer only; the losses take the
+    # unclipped sample, as in the authors' code (agent.py:56-62 against 78-93)
+    return actor.sample(obs, state)[0].clamp(-1, 1)
 
 
 @torch.no_grad()
@@ -768,7 +774,7 @@ def train(args, make_q=None):
     log = runlib.Logger(run, n, d, device)
     run.attach(loop, log, nets, opts, rb, env, lambda o, s: (o, mixer_state(args, o, s)))  # --resume: restored
     with run.stopping():
-        if not log.evals[0]:
+        if not log.evals[0]:  # a fresh run (a resumed one has its evaluations) starts with one
             log.evaluation(0, *evaluation(args, actor, eval_env, run.streams["eval_env"], K))
         while loop.step < args.total_steps:
             run.stop_if_asked()  # Ctrl-C / SIGTERM: between two steps, where the checkpoint resumes exactly

@@ -5,7 +5,10 @@ of its K members along a new leading dimension and runs a function of one run's 
 members at once with torch.func.vmap: `pop(loss, *args)` is `loss(member networks, *member args)` for
 every member, with the member dimension first in the tensor arguments and in the results. Everything
 else that belongs to a member (replay buffer, env copies, returns) carries the member dimension first.
-Member k equals the single run of seeds[k] (tests/test_population.py checks it update by update).
+Member k starts from the weights of the single run of seeds[k], and from the same minibatch and noise it
+takes the same update (tests/test_population.py). Its later random draws (env resets, noise, minibatch
+indices) come from streams of the whole seed list, so its curve is an equally valid run of seed k, not
+the curve of `--seed k` alone.
 
 Nothing here imports the method: `build` is given a function that builds one run's networks.
 """

@@ -16,7 +16,7 @@ Tiers (time measured on the hardware named):
 
 Every training job is a plain `python iac.py ...` or `python baselines.py ...` command (`--list`
 prints them, one per line, for a cluster scheduler). The seeds of one curve (env, method) train as one
-population (`--seeds 1,2,...`: one process, README "Populations"); Simple World's runs train one by one.
+population (`--seeds 1,2,...`: one process, docs/usage.md "Populations"); Simple World's runs train one by one.
 Runs write under runs/reproduce/<tier>/; a run counts as complete when its eval.csv reaches its last step. Re-running skips complete runs, resumes
 interrupted ones from their checkpoint (or restarts them if none was written), then copies the results
 of every complete run into figures/<tier>/data/ (committed) and draws every figure from what is there,

@@ -214,6 +214,11 @@ def check_in_file(p, name, path):
 
 
 # ----------------------------------------------------------------------------------------------------
+class SaveAndStop(Exception):
+    """An error outside the method that ends a run (the user's env failing, envs.EnvCallError): the run
+    writes its checkpoint first, with --save-model, as for a non-finite loss, then exits with the message."""
+
+
 class NonFinite(Exception):
     def __init__(self, name, n_update, members=None):
         super().__init__(name, n_update)
@@ -766,6 +771,14 @@ class Run:
                 saved = (f"{self.ckpt_path} holds the last checkpoint before it" if os.path.isfile(self.ckpt_path)
                          else "no checkpoint was written before it (--save-model writes them)")
             sys.exit(f"error: {what}; {saved}. Try a lower --actor-lr / --critic-lr or a smaller --grad-clip.")
+        except SaveAndStop as e:
+            stop.mute()
+            self.log.close()
+            saved = ""
+            if self.args.save_model:
+                self.save()
+                saved = f"; the run up to env step {step():,} is saved in {self.ckpt_path}"
+            sys.exit(f"error: {e}{saved}")
         except HardInterrupt as e:
             stop.mute()
             on_disk = (f"{self.ckpt_path} holds the last checkpoint" if os.path.isfile(self.ckpt_path)

@@ -7,7 +7,7 @@ per step, minibatch 256, updates from step 256), and takes the difference, so se
 evaluation cancel out. A population's cost per run is its cost per env step divided by K. K separate
 processes sharing the same core cost K times a single run at best, so "per run vs K = 1" is also the
 saving over them. Keep the machine otherwise idle: the numbers are wall-clock. With --cuda the runs
-train on the GPU (the env copies too), where K members cost about what one does (README "Speed").
+train on the GPU (the env copies too), where K members cost about what one does (docs/benchmarks.md).
 """
 
 import argparse

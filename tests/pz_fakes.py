@@ -66,3 +66,57 @@ not_a_function = 3
 def drawless(render_mode=None, **kw):
     """Takes render_mode but cannot draw (pettingzoo.ParallelEnv.render raises)."""
     return Fake(**kw)
+
+
+class WithState(Fake):
+    """A Fake with a state() (4 numbers) that misbehaves as `state_fails` says: "after_termination" (every
+    agent terminates at step `term_at`, and state() then raises AttributeError, as SISL's multiwalker
+    does), "after_truncation", "mid_episode" (at step 3), "not_implemented_later" (NotImplementedError
+    from the second episode on), "resized_after_termination" / "resized_mid_episode" (6 numbers),
+    "at_first_reset" (ValueError from the start); and reset() / step() that raise from the
+    `reset_fails_at`-th reset / the `step_fails_at`-th step on."""
+
+    def __init__(self, state_fails=None, term_at=None, reset_fails_at=None, step_fails_at=None, **kw):
+        super().__init__(**kw)
+        self.state_fails, self.term_at = state_fails, term_at
+        self.reset_fails_at, self.step_fails_at = reset_fails_at, step_fails_at
+        self.resets, self.steps, self.ended = 0, 0, None
+
+    def reset(self, seed=None, options=None):
+        self.resets += 1
+        if self.reset_fails_at is not None and self.resets >= self.reset_fails_at:
+            raise RuntimeError("the simulator lost its connection")
+        self.ended = None
+        return super().reset(seed, options)
+
+    def step(self, actions):
+        self.steps += 1
+        if self.step_fails_at is not None and self.steps >= self.step_fails_at:
+            raise OSError("the simulator crashed")
+        obs, rew, term, trunc, info = super().step(actions)
+        if self.term_at is not None and self.t >= self.term_at:
+            term = {a: True for a in term}
+        self.ended = "term" if all(term.values()) else "trunc" if any(trunc.values()) else None
+        return obs, rew, term, trunc, info
+
+    def state(self):
+        mode, bad = self.state_fails, False
+        if mode == "at_first_reset":
+            raise ValueError("no state before the first step")
+        if mode == "after_termination" and self.ended == "term":
+            raise AttributeError("'NoneType' object has no attribute 'position'")
+        if mode == "after_truncation" and self.ended == "trunc":
+            raise AttributeError("'NoneType' object has no attribute 'position'")
+        if mode == "mid_episode" and self.t == 3:
+            raise KeyError("lidar")
+        if mode == "not_implemented_later" and self.resets >= 2:
+            raise NotImplementedError
+        if mode == "resized_after_termination" and self.ended == "term":
+            bad = True
+        if mode == "resized_mid_episode" and self.t == 3:
+            bad = True
+        return np.full(6 if bad else 4, float(self.t), dtype=np.float32)
+
+
+def with_state(**kw):
+    return WithState(**kw)
