@@ -75,7 +75,9 @@ def parser():
       "force (a1 - a2, a3 - a4), up to twice as strong (common/utils.py:34-51)")
     a("--exp-name", default="iac", help="name of the run; logs go to runs/<env>__<exp-name>__<seed>")
     a("--seed", type=int, default=1,
-      help="seed of the run; each random stream (torch, envs, replay sampling) gets its own seed from it")
+      help="seed of the run; each random stream (torch, envs, replay sampling) gets its own seed from it. "
+      "--eval-only: without it, the run's own evaluation episodes (the numbers of its eval.csv); with it, "
+      "the episodes of this seed")
     a("--seeds", default=None,
       help="train one run per seed in one process, as a population (comma-separated, e.g. 1,2,3): each "
       "writes runs/<env>__<exp-name>__<seed> as a single run does, and one checkpoint holds them all")
@@ -153,7 +155,8 @@ def parser():
       help="max gradient norm of each optimiser step; 0: no clipping (authors: none)")
     # --- evaluation, logging, checkpoints ---
     a("--eval-every", type=int, default=1_000, help="env steps between deterministic evaluations")
-    a("--eval-episodes", type=int, default=10, help="episodes per evaluation (run as one batch)")
+    a("--eval-episodes", type=int, default=10, help="episodes per evaluation (run as one batch); --eval-only: "
+      "the run's own unless given")
     a("--save-model", action="store_true", help="write runs/<run>/checkpoint.pt (also periodically)")
     a("--checkpoint-every", type=int, default=25_000, help="env steps between checkpoints")
     a("--resume", default=None, metavar="PATH", help="continue the run saved in this checkpoint")
@@ -808,13 +811,24 @@ def train(args, make_q=None):
 
 
 def eval_only(args):
-    """Evaluate a checkpoint's policy (a population's: every member). Returns the mean return (a list)."""
+    """Evaluate a checkpoint's policy (a population's: every member); runlib.eval_only says on which episodes."""
+    def load_actor(targs, env, ckpt, device, member=None):  # a single run's Actor, or a population's actors
+        seeds = targs.seeds if runlib.is_population(targs) else None
+        if seeds is None or member is not None:
+            actor = make_actor(targs, env).to(device)
+            actor.load_state_dict(ckpt["actor"] if seeds is None else {k: v[member] for k, v in ckpt["actor"].items()})
+            return actor
+        actors = lambda: (Networks(torch.zeros(1, device=device), actor=make_actor(targs, env).to(device)), None)
+        pop, _ = population.build(actors, [0] * len(seeds), lambda pop: None)  # acting as in training
+        pop.load_weights(ckpt)
+        return population.MemberActors(pop)
+
     def gif(actor, targs, seed, path, device):
         import plots  # matplotlib, only when a GIF is asked for
 
         plots.episode_gif(actor, make_env, targs, seed, path, device, to_env)
 
-    return runlib.eval_only(args, parser, make_env, make_actor, evaluate, upgrade_checkpoint, gif)
+    return runlib.eval_only(args, parser, make_env, load_actor, evaluate, upgrade_checkpoint, gif)
 
 
 def main(argv=None):

@@ -907,34 +907,51 @@ class Logger:
 
 
 # ----------------------------------------------------------------------------------------------------
-def eval_only(args, parser, make_env, make_actor, evaluate, upgrade, gif):
-    """--eval-only: evaluate a checkpoint's policy (a population's: every member in turn) and, with
-    --capture-video, write a GIF of one episode beside the checkpoint. The method's parts come as
-    arguments: make_env(args, num_envs, device, render_mode=None), make_actor(args, env),
-    evaluate(actor, env, seed), upgrade(ckpt), gif(actor, targs, seed, path, device). Returns the mean return (a list)."""
+def eval_only(args, parser, make_env, load_actor, evaluate, upgrade, gif):
+    """--eval-only: evaluate a checkpoint's deterministic policy (a population's: every member) and, with
+    --capture-video, write a GIF of one episode beside the checkpoint.
+
+    Without --seed it replays the run's own evaluation: the same episodes (the run's eval_env stream, and a
+    population's one batched env seeded from the whole seed list), the run's --eval-episodes unless given,
+    on the run's device where there is one, so each number equals the row of the checkpoint's step in the
+    run's eval.csv. --seed S evaluates every member on the episodes of seed S instead.
+    The method's parts come as arguments: make_env(args, num_envs, device, render_mode=None),
+    load_actor(args, env, ckpt, device) -> an actor over K B env copies, evaluate(actor, env, seed, members),
+    upgrade(ckpt), gif(actor, targs, seed, path, device). Returns the mean return (a population's: a list)."""
     ckpt = upgrade(load_checkpoint(args.checkpoint))
     targs = argparse.Namespace(**checkpoint_args(ckpt, parser))
     if method_of(targs) != method_of(args):
         sys.exit(f"error: --checkpoint {args.checkpoint} is a {method_of(targs)} run, not {method_of(args)}: "
                  f"evaluate it with {command_of(method_of(targs))} --eval-only")
-    device = torch.device("cuda" if args.cuda else "cpu")
+    explicit = getattr(args, "explicit", ())
+    cuda = args.cuda if args.cuda is not None else bool(targs.cuda) and torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
     own = targs.env.startswith(("pz:", "mamujoco:"))
     if args.capture_video:
         if own:
             os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo draws off-screen; read when make_env imports it
         elif targs.env not in ("predator_prey", "po_predator_prey"):
             sys.exit(f"error: --capture-video draws predator-prey and pz: / mamujoco: envs, not {targs.env}")
-    env = make_env(targs, args.eval_episodes, device)
-    actor = make_actor(targs, env).to(device)
-    pop = is_population(targs)
-    rets = []
-    for k, seed in enumerate(targs.seeds if pop else [targs.seed]):
-        actor.load_state_dict({name: v[k] for name, v in ckpt["actor"].items()} if pop else ckpt["actor"])
-        rets.append(evaluate(actor, env, seed=args.seed))
-        print(f"{run_name(targs, seed)} step {ckpt['step']:,}: mean deterministic return "
-              f"{rets[-1]:.2f} over {args.eval_episodes} episodes")
+    seeds = targs.seeds if is_population(targs) else [targs.seed]
+    replay = "seed" not in explicit
+    episodes = args.eval_episodes if "eval_episodes" in explicit else getattr(targs, "eval_episodes", args.eval_episodes)
+    if replay:  # the run's own evaluation: all members at once, as the run evaluated them
+        env = make_env(targs, len(seeds) * episodes, device)
+        rets = evaluate(load_actor(targs, env, ckpt, device), env, seed_streams(*seeds)["eval_env"],
+                        len(seeds) if len(seeds) > 1 else None)
+        rets = rets if len(seeds) > 1 else [rets]
+        which = "the run's evaluation episodes" + ("" if episodes == getattr(targs, "eval_episodes", None) else
+                                                    f" (the run evaluated {targs.eval_episodes}, so other episodes)")
+    else:  # the episodes of --seed, the same for every member
+        env = make_env(targs, episodes, device)
+        rets = [evaluate(load_actor(targs, env, ckpt, device, member=k), env, args.seed, None) for k in range(len(seeds))]
+        which = f"the episodes of --seed {args.seed}"
+    for k, seed in enumerate(seeds):
+        print(f"{run_name(targs, seed)} step {ckpt['step']:,}: mean deterministic return {rets[k]:.2f} over "
+              f"{episodes} episodes, {which}")
         if args.capture_video:
-            path = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{seed}.gif" if pop else "eval.gif")
-            gif(actor, targs, args.seed, path, device)
+            path = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                f"eval-{seed}.gif" if len(seeds) > 1 else "eval.gif")
+            gif(load_actor(targs, make_env(targs, 1, device), ckpt, device, member=k), targs, args.seed, path, device)
             print(f"wrote {path}")
-    return rets if pop else rets[0]
+    return rets if len(seeds) > 1 else rets[0]
