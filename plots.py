@@ -59,9 +59,18 @@ def available(runs, data_dir, **match):
 
 
 def save(fig, out_dir, name):
-    fig.savefig(os.path.join(out_dir, name + ".png.tmp.png"), dpi=110, bbox_inches="tight")
-    os.replace(os.path.join(out_dir, name + ".png.tmp.png"), os.path.join(out_dir, name + ".png"))
-    plt.close(fig)
+    """Write a figure atomically. A figure that cannot be written (a full disk, a folder that went away)
+    stops with one line naming it; the figures written before it, and the runs, stay as they are."""
+    path, tmp = os.path.join(out_dir, name + ".png"), os.path.join(out_dir, name + ".png.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"error: cannot write the figure {path}: {e}")
+    finally:
+        plt.close(fig)
 
 
 def curves(ax, runs, algos, title):
@@ -344,6 +353,8 @@ def save_gif(frames, path, fps):
     try:
         imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0)
         os.replace(tmp, path)
+    except OSError as e:  # Pillow or the disk: one line, the previous GIF (if any) intact
+        sys.exit(f"error: cannot write the GIF {path}: {e}")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

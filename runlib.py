@@ -803,6 +803,39 @@ class Run:
         return self.run_dirs if len(self.seeds) > 1 else self.run_dirs[0]
 
 
+class TensorBoard:
+    """torch's SummaryWriter for one run folder, as a secondary record: eval.csv and the checkpoints are the
+    run's record, so when TensorBoard's writer fails (it raises the OSError of its writer thread at a later
+    call) the run says so once and goes on without it."""
+
+    def __init__(self, folder, purge_step):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder, self.writer = folder, None
+        self._call(lambda: setattr(self, "writer", SummaryWriter(folder, purge_step=purge_step)))
+
+    def _call(self, fn):
+        try:
+            fn()
+        except OSError as e:
+            if self.writer is not False:
+                print(f"warning: TensorBoard's log in {self.folder} failed ({e}); the run goes on without it "
+                      "(eval.csv and the checkpoints are unaffected)", file=sys.stderr)
+            self.writer = False
+
+    def add_scalar(self, *a):
+        if self.writer:
+            self._call(lambda: self.writer.add_scalar(*a))
+
+    def add_text(self, *a):
+        if self.writer:
+            self._call(lambda: self.writer.add_text(*a))
+
+    def close(self):
+        if self.writer:
+            self._call(self.writer.close)
+
+
 class Logger:
     """What a run writes as it goes, per member of a population: TensorBoard (charts/episodic_return,
     eval/episodic_return, losses/<name>, charts/SPS), eval.csv (with the first deterministic joint action),
@@ -819,11 +852,9 @@ class Logger:
         self.writers, self.last_train_ret, self.last_eval = [], None, None
 
     def open(self, step):
-        from torch.utils.tensorboard import SummaryWriter
-
         run = self.run
         for seed, folder in zip(run.seeds, run.run_dirs):
-            self.writers.append(SummaryWriter(folder, purge_step=step or None))  # a resumed run overwrites what came after
+            self.writers.append(TensorBoard(folder, purge_step=step or None))  # a resumed run overwrites what came after
             table = {**run.settings, "seed": seed} if self.K > 1 else run.settings
             self.writers[-1].add_text("hyperparameters",
                                       "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))

@@ -549,6 +549,16 @@ MUTANTS = [
       "            if False:\n                self.save()\n                saved =",
       "a run stopped by its env's failure does not write its checkpoint first",
       FAIL + "test_a_reset_or_step_that_raises_stops_naming_the_call_after_saving_the_checkpoint"),
+    m("tensorboard-failure-stops-the-run", "runlib.py",
+      "        except OSError as e:\n            if self.writer is not False:",
+      "        except ZeroDivisionError as e:\n            if self.writer is not False:",
+      "a failing TensorBoard writer stops the run with a traceback instead of a warning",
+      "tests/test_outside_failures.py::test_a_failing_tensorboard_writer_warns_once_and_the_run_goes_on"),
+    m("gif-failure-traceback", "plots.py",
+      "    except OSError as e:  # Pillow or the disk",
+      "    except ZeroDivisionError as e:  # Pillow or the disk",
+      "Pillow failing to write a GIF gives a traceback instead of one line",
+      "tests/test_outside_failures.py::test_a_gif_that_pillow_cannot_write_stops_with_one_line_and_keeps_the_previous_gif"),
 ]
 
 # id -> why no test can tell the mutant from the original (a survivor listed here does not fail the battery)
