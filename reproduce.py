@@ -152,13 +152,18 @@ def status_line(jobs, n_done, t_start):
             + ("; ".join(running) or "none"))
 
 
+def command(job):
+    """The command that trains a job: its own, or --resume of its checkpoint when it was interrupted."""
+    cmd = [sys.executable, os.path.join(HERE, job["cmd"][1]), *job["cmd"][2:]]  # paths stay the caller's
+    if os.path.isfile(job["ckpt"]):  # interrupted before: continue from the last checkpoint (iac.py or baselines.py)
+        cmd = [sys.executable, cmd[1], "--resume", job["ckpt"], "--total-steps", str(job["steps"]), "--no-progress"]
+    return cmd
+
+
 def execute(job, log_dir):
     """Run (or resume) one training job; its output goes to a log file. Returns (job, ok, seconds)."""
     job["started"] = True
-    cmd = [sys.executable, os.path.join(HERE, job["cmd"][1]), *job["cmd"][2:]]  # paths stay the caller's
-    ckpt = job["ckpt"]
-    if os.path.isfile(ckpt):  # interrupted before: continue from the last checkpoint (iac.py or baselines.py)
-        cmd = [sys.executable, cmd[1], "--resume", ckpt, "--total-steps", str(job["steps"]), "--no-progress"]
+    cmd = command(job)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per job
     t0 = time.time()
     with open(os.path.join(log_dir, job["name"] + ".log"), "w") as log:
@@ -229,6 +234,33 @@ def tables(out_dir):
 
 
 # ------------------------------------------------------------------------------------------- main
+def check_cluster_flags(p, args):
+    slurm_only = ("partition", "gpus_per_job", "time_limit", "slurm_param")
+    given = [k for k in slurm_only if getattr(args, k) not in (None, [])]
+    if args.launcher != "slurm" and given and not (args.launcher == "submitit-local" and given == ["time_limit"]):
+        p.error(f"{', '.join(runlib.flag(k) for k in given)}: for --launcher slurm only")
+    if args.launcher == "slurm":
+        missing = [runlib.flag(k) for k in ("partition", "gpus_per_job", "time_limit") if getattr(args, k) is None]
+        if missing:
+            p.error(f"--launcher slurm needs {', '.join(missing)} (no cluster defaults are built in)")
+    if args.launcher == "local" and (args.pack != 1 or args.max_parallel != 256 or args.max_requeues != 20):
+        p.error("--pack, --max-parallel and --max-requeues are for --launcher slurm / submitit-local")
+    for name in ("gpus_per_job",):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            p.error(f"{runlib.flag(name)} must be >= 0, got {getattr(args, name)}")
+    for name in ("time_limit", "pack", "max_parallel"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"{runlib.flag(name)} must be >= 1, got {getattr(args, name)}")
+    if args.max_requeues < 0:
+        p.error(f"--max-requeues must be >= 0, got {args.max_requeues}")
+    for kv in args.slurm_param:
+        key, eq, value = kv.partition("=")
+        if not eq or not key or not value:
+            p.error(f"--slurm-param {kv!r}: give KEY=VALUE, e.g. account=abc")
+    if args.status and (args.list or args.plot_only):
+        p.error("--status only reports; drop --list / --plot-only")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="reproduce.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -242,17 +274,42 @@ def main(argv=None):
     p.add_argument("--out", default="figures", help="figures go to OUT/<tier>/")
     p.add_argument("--runs-dir", default=os.path.join("runs", "reproduce"),
                    help="training runs (checkpoints, TensorBoard logs) go to RUNS_DIR/<tier>/")
+    p.add_argument("--status", action="store_true", help="say which populations are complete, running, failed")
+    c = p.add_argument_group("cluster (pip install -r requirements-cluster.txt; cluster.py)")
+    c.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: --jobs processes here (default); slurm: a SLURM job array through submitit, "
+                   "then exit (--status, --plot-only later); submitit-local: the same jobs as local processes")
+    c.add_argument("--partition", default=None, help="slurm: the partition (required)")
+    c.add_argument("--gpus-per-job", type=int, default=None, help="slurm: GPUs per job (required; 0 for none)")
+    c.add_argument("--time-limit", type=int, default=None, metavar="MIN",
+                   help="slurm: minutes per job (required); a job that reaches it is checkpointed and requeued")
+    c.add_argument("--pack", type=int, default=1, help="populations per job, trained one after another")
+    c.add_argument("--max-parallel", type=int, default=256, help="slurm: array tasks running at once")
+    c.add_argument("--max-requeues", type=int, default=20, help="slurm: time-limit requeues before a job gives up")
+    c.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: any other sbatch option, e.g. account=abc qos=high cpus-per-task=4 (repeatable)")
     args = p.parse_args(argv)
     args.tier = args.tier or "default"
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
         p.error(f"--seeds must be in 1..{MAX_SEEDS}, got {args.seeds}")
+    check_cluster_flags(p, args)
     seeds = args.seeds or TIERS[args.tier]["seeds"]
     if not args.list:
         runlib.check_out_dir(p, "out", args.out)
         runlib.check_out_dir(p, "runs_dir", args.runs_dir)
     runs = runs_for(args.tier, seeds, args.runs_dir)
+    submitit_dir = os.path.join(args.runs_dir, args.tier, "submitit")
+    if args.status:
+        import cluster
+
+        rows = cluster.status(jobs_for(runs), submitit_dir)
+        for name, state, detail in rows:
+            print(f"{name}: {state} ({detail})")
+        counts = {s: sum(1 for _, x, _ in rows if x == s) for s in dict.fromkeys(x for _, x, _ in rows)}
+        print(f"{args.tier} tier: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        return rows
     if args.list:
         for job in jobs_for(runs):
             print(shlex.join(job["cmd"]))
@@ -263,6 +320,25 @@ def main(argv=None):
     os.makedirs(data_dir, exist_ok=True)
     os.makedirs(log_dir, exist_ok=True)
     t_start = time.time()
+    if not args.plot_only and args.launcher != "local":  # through submitit: one job per --pack populations
+        import cluster
+
+        tables(out_dir)
+        todo = jobs_for(runs, data_dir)
+        if not todo:
+            print(f"{args.tier} tier: every run is complete")
+        else:
+            os.makedirs(submitit_dir, exist_ok=True)
+            handles = cluster.submit(args.launcher, todo, args, submitit_dir, log_dir)
+            if args.launcher == "slurm":
+                return handles
+            for h in handles:  # submitit-local: wait, then draw as a local reproduction does
+                h.wait()
+            failed = [name for name, state, _ in cluster.status(todo, submitit_dir) if state != "complete"]
+            if failed:
+                print(f"{len(failed)} population(s) not complete; see {log_dir} and {submitit_dir}: "
+                      f"{', '.join(failed)}", file=sys.stderr)
+        args.plot_only = True
     if not args.plot_only:
         tables(out_dir)
         todo = jobs_for(runs, data_dir)

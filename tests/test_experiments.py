@@ -130,3 +130,28 @@ def test_perm_test_reads_each_runs_last_evaluations(tmp_path, capsys):
     assert "gap (second - first): 2.0; one-sided p = 0.167, two-sided p = 0.333" in out
     with pytest.raises(SystemExit):
         perm_test.main(a[:1] + ["--vs"] + b)  # one run is no group
+
+
+def _cell(tmp_path, name, finals):
+    dirs = []
+    for k, v in enumerate(finals):
+        d = tmp_path / f"{name}{k}"
+        d.mkdir()
+        (d / "eval.csv").write_text(f"step,eval_return\n0,0\n100,{v - 1}\n200,{v + 1}\n300,999\n")
+        dirs.append(str(d))
+    return dirs
+
+
+def test_rliable_table_iqm_and_probability_of_improvement_by_hand(tmp_path, capsys):
+    pytest.importorskip("rliable", reason="pip install -r requirements-analysis.txt")
+    import rliable_table as rt
+    a = _cell(tmp_path, "a", [11, 21, 31, 41, 51])  # window (0, 200]: the mean of 100 and 200 = the value
+    b = _cell(tmp_path, "b", [3, 6, 9, 12, 15])
+    rows = rt.main(["--window", "0", "200", "--cell", "A", *a, "--cell", "B", *b, "--vs", "B", "--reps", "2000"])
+    by = {r["cell"]: r for r in rows}
+    assert by["A"]["iqm"] == pytest.approx(31.0) and by["B"]["iqm"] == pytest.approx(9.0)  # the middle three's mean
+    assert by["A"]["p_improve"] == pytest.approx(23 / 25)  # A > B in 23 of the 25 pairs
+    assert by["A"]["iqm_lo"] < 31.0 < by["A"]["iqm_hi"]
+    with pytest.raises(SystemExit) as e:  # a run without an evaluation in the window is an error
+        rt.main(["--window", "300", "400", "--cell", "A", *a])
+    assert "no evaluation in (300, 400]" in str(e.value.code)

@@ -1,0 +1,108 @@
+"""Cells of runs as the field reports them (Agarwal et al., NeurIPS 2021, `rliable`): the interquartile
+mean (IQM) of the runs' final returns with stratified-bootstrap 95% intervals, and the probability of
+improvement of each cell over a reference cell. `pip install -r requirements-analysis.txt`.
+
+    python experiments/rliable_table.py --window 190000 200000 \\
+        --cell IAC runs/issue27/predator_prey__iac-alg1__? \\
+        --cell DDPG-MIX runs/issue27/predator_prey__ddpg_mix-alg1__? [--vs IAC] [--csv out.csv]
+
+A run's score is the mean of its evaluations with step in (LO, HI] (one number per run, one task); a run
+without an evaluation in the window is an error, never a silently shorter cell. The 3-seed cells keep the
+exact permutation test (experiments/perm_test.py).
+"""
+
+import argparse
+import csv
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
+import runlib  # noqa: E402
+
+
+def window_score(run_dir, lo, hi):
+    path = os.path.join(run_dir, "eval.csv")
+    try:
+        with open(path, newline="") as f:
+            rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError) as e:
+        sys.exit(f"error: cannot read {path}: {e}")
+    vals = [v for s, v in rows if lo < s <= hi]
+    if not vals:
+        last = rows[-1][0] if rows else "none"
+        sys.exit(f"error: {run_dir} has no evaluation in ({lo:,}, {hi:,}] (its last step: {last})")
+    return float(np.mean(vals))
+
+
+def analyse(cells, vs=None, reps=50_000, seed=0):
+    """cells: {name: [scores]} -> rows: name, runs, IQM, CI low, CI high, P(name > vs) and its CI."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = {k: np.asarray(v, dtype=float)[:, None] for k, v in cells.items()}  # (runs, 1 task)
+    np.random.seed(seed)  # rliable's bootstrap draws from NumPy's global generator
+    iqm, iqm_ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+    rows = []
+    for k in cells:
+        row = dict(cell=k, runs=len(cells[k]), iqm=float(iqm[k][0]), iqm_lo=float(iqm_ci[k][0, 0]),
+                   iqm_hi=float(iqm_ci[k][1, 0]))
+        if vs is not None and k != vs:
+            np.random.seed(seed)
+            pair = {f"{k},{vs}": (scores[k], scores[vs])}
+            p, p_ci = rly.get_interval_estimates(pair, metrics.probability_of_improvement, reps=reps // 10)
+            row.update(p_improve=float(np.asarray(p[f"{k},{vs}"]).ravel()[0]),
+                       p_lo=float(p_ci[f"{k},{vs}"][0].ravel()[0]), p_hi=float(p_ci[f"{k},{vs}"][1].ravel()[0]))
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cell", nargs="+", action="append", required=True, metavar=("NAME", "RUN_DIR"),
+                   help="a cell's name, then its run folders (each holding eval.csv)")
+    p.add_argument("--window", nargs=2, type=int, required=True, metavar=("LO", "HI"),
+                   help="a run's score: the mean evaluation return with step in (LO, HI]")
+    p.add_argument("--vs", default=None, help="the cell the probability of improvement is against")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples")
+    p.add_argument("--csv", default=None, help="also write the table here")
+    a = p.parse_args(argv)
+    lo, hi = a.window
+    if not 0 <= lo < hi:
+        p.error(f"--window {lo} {hi}: give 0 <= LO < HI")
+    if a.reps < 100:
+        p.error(f"--reps must be >= 100, got {a.reps}")
+    cells = {}
+    for cell in a.cell:
+        if len(cell) < 2:
+            p.error(f"--cell {cell[0]}: give its run folders after the name")
+        if cell[0] in cells:
+            p.error(f"--cell {cell[0]} is given twice")
+        cells[cell[0]] = [window_score(d, lo, hi) for d in cell[1:]]
+    if a.vs is not None and a.vs not in cells:
+        p.error(f"--vs {a.vs}: not one of the cells ({', '.join(cells)})")
+    if a.csv:
+        runlib.check_out_file(p, "csv", a.csv, ".csv")
+    try:
+        rows = analyse(cells, a.vs, a.reps)
+    except ImportError as e:
+        sys.exit(f"error: this analysis needs rliable ({e.name} is missing): pip install -r requirements-analysis.txt")
+    head = f"| cell | runs | IQM (95% CI) | P(cell > {a.vs}) (95% CI) |" if a.vs else "| cell | runs | IQM (95% CI) |"
+    print(f"scores: mean evaluation return in ({lo:,}, {hi:,}]; IQM with stratified-bootstrap 95% intervals")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        line = f"| {r['cell']} | {r['runs']} | {r['iqm']:.1f} ({r['iqm_lo']:.1f}, {r['iqm_hi']:.1f}) |"
+        if a.vs:
+            line += (f" {r['p_improve']:.2f} ({r['p_lo']:.2f}, {r['p_hi']:.2f}) |" if "p_improve" in r else " - |")
+        print(line)
+    if a.csv:
+        keys = ["cell", "runs", "iqm", "iqm_lo", "iqm_hi", "p_improve", "p_lo", "p_hi"]
+        runlib.write_csv(a.csv, keys, [[r.get(k, "") for k in keys] for r in rows])
+    return rows
+
+
+if __name__ == "__main__":
+    main()
