@@ -143,8 +143,9 @@ def parser():
       help="target update theta^- <- tau theta + (1 - tau) theta^-; 1 is Algorithm 1's hard copy")
     a("--target-update-interval", type=int, default=200,
       help="updates between target updates, T of Algorithm 1 lines 19-20")
-    a("--alpha", type=float, default=None,
-      help="fix the entropy temperature alpha of Eq. (8); by default it is learned (SAC v2)")
+    a("--alpha", type=alpha_flag, default=None,
+      help="fix the entropy temperature alpha of Eq. (8); by default (or 'learned', which undoes a preset's "
+      "value) it is learned (SAC v2)")
     a("--alpha-decay", type=float, default=0.0,
       help="with --alpha: subtract this from alpha after every update (authors: 1e-6, agent.py:125)")
     a("--alpha-min", type=float, default=0.0, help="with --alpha-decay: alpha's floor (authors: 0.01)")
@@ -168,6 +169,16 @@ def parser():
     a("--runs-dir", default="runs", help="folder of the run folders")
     a("--no-progress", action="store_true", help="no progress line on the terminal")
     return p
+
+
+def alpha_flag(text):
+    """--alpha: a number, or 'learned' (None: the SAC v2 temperature)."""
+    if text == "learned":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number or 'learned', got {text!r}") from None
 
 
 def parse_args(argv=None, preset_keys=None):
