@@ -13,7 +13,6 @@ line per seed) and OUT.csv (every run's window mean).
 """
 
 import argparse
-import csv
 import os
 import sys
 
@@ -23,26 +22,12 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "experiments"))
 import perm_test  # noqa: E402
+from final_table import read_eval, window_mean  # noqa: E402
 import runlib  # noqa: E402
 
 
 def curve(run_dir):
-    path = os.path.join(run_dir, "eval.csv")
-    try:
-        with open(path, newline="") as f:
-            rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
-    except (OSError, KeyError, ValueError) as e:
-        sys.exit(f"error: cannot read {path}: {e}")
-    if not rows:
-        sys.exit(f"error: {path} holds no evaluation")
-    return np.array(rows)
-
-
-def window_mean(c, lo, hi, name):
-    sel = (c[:, 0] > lo) & (c[:, 0] <= hi)
-    if not sel.any():
-        sys.exit(f"error: {name} has no evaluation in ({lo:,}, {hi:,}] (its last step: {int(c[-1, 0]):,})")
-    return float(c[sel, 1].mean())
+    return np.array(read_eval(run_dir))
 
 
 def main(argv=None):
@@ -59,7 +44,7 @@ def main(argv=None):
     runlib.check_out_file(p, "out", a.out + ".png", ".png")
     groups = {"authors' code (YiqinYang/IAC)": a.authors, a.ours_label: a.ours}
     curves = {g: [curve(d) for d in dirs] for g, dirs in groups.items()}
-    finals = {g: [window_mean(c, lo, hi, d) for c, d in zip(curves[g], groups[g])] for g in groups}
+    finals = {g: [window_mean(d, lo, hi) for d in groups[g]] for g in groups}
 
     import matplotlib
 

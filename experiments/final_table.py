@@ -12,6 +12,28 @@ import os
 import statistics
 
 
+def read_eval(run_dir):
+    """[(step, eval_return)] of a run folder's eval.csv; a missing or unreadable one is an error."""
+    path = os.path.join(run_dir, "eval.csv")
+    try:
+        with open(path, newline="") as fh:
+            rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(fh)]
+    except (OSError, KeyError, ValueError) as e:
+        raise SystemExit(f"error: cannot read {path}: {e}")
+    if not rows:
+        raise SystemExit(f"error: {path} holds no evaluation")
+    return rows
+
+
+def window_mean(run_dir, lo, hi):
+    """The mean evaluation return with step in (lo, hi]; a run with none there is an error."""
+    rows = read_eval(run_dir)
+    vals = [v for s, v in rows if lo < s <= hi]
+    if not vals:
+        raise SystemExit(f"error: {run_dir} has no evaluation in ({lo:,}, {hi:,}] (its last step: {rows[-1][0]:,})")
+    return statistics.mean(vals)
+
+
 def last_mean(path, k):
     """(last step, mean of the last k evaluations, first step of those) of an eval.csv."""
     if not os.path.isfile(path):

@@ -12,7 +12,6 @@ exact permutation test (experiments/perm_test.py).
 """
 
 import argparse
-import csv
 import os
 import sys
 
@@ -22,19 +21,8 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 import runlib  # noqa: E402
 
-
-def window_score(run_dir, lo, hi):
-    path = os.path.join(run_dir, "eval.csv")
-    try:
-        with open(path, newline="") as f:
-            rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
-    except (OSError, KeyError, ValueError) as e:
-        sys.exit(f"error: cannot read {path}: {e}")
-    vals = [v for s, v in rows if lo < s <= hi]
-    if not vals:
-        last = rows[-1][0] if rows else "none"
-        sys.exit(f"error: {run_dir} has no evaluation in ({lo:,}, {hi:,}] (its last step: {last})")
-    return float(np.mean(vals))
+sys.path.insert(0, os.path.join(HERE, "experiments"))
+from final_table import window_mean  # noqa: E402
 
 
 def analyse(cells, vs=None, reps=50_000, seed=0):
@@ -80,7 +68,7 @@ def main(argv=None):
             p.error(f"--cell {cell[0]}: give its run folders after the name")
         if cell[0] in cells:
             p.error(f"--cell {cell[0]} is given twice")
-        cells[cell[0]] = [window_score(d, lo, hi) for d in cell[1:]]
+        cells[cell[0]] = [window_mean(d, lo, hi) for d in cell[1:]]
     if a.vs is not None and a.vs not in cells:
         p.error(f"--vs {a.vs}: not one of the cells ({', '.join(cells)})")
     if a.csv:

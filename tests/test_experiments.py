@@ -155,3 +155,31 @@ def test_rliable_table_iqm_and_probability_of_improvement_by_hand(tmp_path, caps
     with pytest.raises(SystemExit) as e:  # a run without an evaluation in the window is an error
         rt.main(["--window", "300", "400", "--cell", "A", *a])
     assert "no evaluation in (300, 400]" in str(e.value.code)
+
+
+def test_authors_peer_window_means_figure_and_permutation_test(tmp_path, capsys):
+    import authors_peer
+
+    a = _cell(tmp_path, "authors", [200, 250, 300])
+    b = _cell(tmp_path, "ours", [50, 100, 150])
+    finals, gap, p_one, p_two = authors_peer.main(["--authors", *a, "--ours", *b, "--window", "0", "200", "--out",
+                                                   str(tmp_path / "peer")])
+    assert list(finals.values()) == [[200, 250, 300], [50, 100, 150]]
+    assert gap == pytest.approx(150.0) and p_one == pytest.approx(1 / 20)  # the one split of 20 this extreme
+    assert (tmp_path / "peer.png").is_file() and (tmp_path / "peer.csv").is_file()
+    with pytest.raises(SystemExit) as e:
+        authors_peer.main(["--authors", *a, "--ours", *b, "--window", "300", "400", "--out", str(tmp_path / "x")])
+    assert "no evaluation in (300, 400]" in str(e.value.code)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--code", "/no/such", "--mpe", "/no/such", "--seed", "1", "--out", "OUT"], "--code"),
+])
+def test_the_authors_code_driver_refuses_bad_folders_in_one_line(argv, message, tmp_path):
+    import subprocess
+    import sys as _sys
+
+    argv = [x.replace("OUT", str(tmp_path / "out")) for x in argv]
+    r = subprocess.run([_sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "experiments", "authors_code.py"), *argv], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
