@@ -42,12 +42,13 @@ import runlib
 DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_prey": 200_000,
                  "po_predator_prey": 200_000}
 OWN_ENV_STEPS = 100_000  # a pz: / mamujoco: env's
-# --preset authors: where the authors' code departs from the paper (docs/paper-vs-code.md, with file:line)
+# --preset authors: where the authors' algorithm departs from the paper (docs/paper-vs-code.md, with file:line).
+# Their env's 5-D predator action is not part of the algorithm: it stays an env flag (--predator-action mpe5)
 PRESETS = {"authors": dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05,
                            squash="none", alpha=0.1, alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs",
-                           actor_objective="mean_q", grad_clip=0.0, predator_action="mpe5")}
+                           actor_objective="mean_q", grad_clip=0.0)}
 # what --preset authors sets for the baselines: the settings every method shares (the authors released IAC only)
-SHARED_PRESET_KEYS = ("mixer_state", "predator_action", "grad_clip", "alpha", "alpha_decay", "alpha_min")
+SHARED_PRESET_KEYS = ("mixer_state", "grad_clip", "alpha", "alpha_decay", "alpha_min")
 
 
 def parser():
@@ -87,7 +88,8 @@ def parser():
       help=f"env steps to train, counted over all copies (default per env: {DEFAULT_STEPS})")
     a("--num-envs", type=int, default=1, help="B parallel env copies; one step of each counts as one")
     a("--preset", default=None, choices=sorted(PRESETS),
-      help="authors: every setting of the authors' code that differs from the paper; flags given explicitly win")
+      help="authors: every setting of the authors' algorithm that differs from the paper (not their env's 5-D "
+      "actions: --predator-action mpe5); flags given explicitly win")
     # --- the method grid: policy x critic x mixer ---
     a("--policy", default="joint", choices=["joint", "independent", "deterministic"],
       help="joint: Gaussian with collaborative exploration, Eq. (14); independent: per-agent "

@@ -397,7 +397,7 @@ def parse_args(parser, argv, presets, preset_keys, env_sizes, check_env):
         for k, v in presets[args.preset].items():
             if preset_keys is not None and k not in preset_keys:
                 continue
-            if k not in args.explicit and not (k == "predator_action" and "predator_prey" not in args.env):
+            if k not in args.explicit:
                 setattr(args, k, v)
     check_args(p, args, env_sizes, check_env)
     return args

@@ -191,8 +191,8 @@ MUTANTS = [
       "--mixer-state obs still feeds the env's state to the mixer and f_psi",
       EQ + "test_mixer_state_obs_feeds_the_concatenated_observations"),
     m("preset-authors-missing-item", "iac.py",
-      'grad_clip=0.0, predator_action="mpe5")}',
-      'predator_action="mpe5")}',
+      'actor_objective="mean_q", grad_clip=0.0)}',
+      'actor_objective="mean_q")}',
       "--preset authors forgets grad_clip=0",
       EQ + "test_preset_authors_sets_every_item_and_explicit_flags_win"),
     # ---------------------------------------------------------------- iac.py: MADDPG / MAAC policy gradient

@@ -38,7 +38,7 @@ COMMON = ["--env", "predator_prey", "--batch-size", "32", "--hidden", "32", "--h
 STEPS, HALF = 500, 250
 CASES = {  # name -> (algo or None for iac.py, seeds, extra flags)
     "iac": (None, [3], []),
-    "iac-preset-authors": (None, [3], ["--preset", "authors"]),
+    "iac-preset-authors": (None, [3], ["--preset", "authors", "--predator-action", "mpe5"]),
     "iac-population": (None, [1, 2], []),
     "ddpg_mix": ("ddpg_mix", [3], []),
     "maac-population": ("maac", [1, 2], []),

@@ -311,18 +311,18 @@ def test_squash_none_returns_the_raw_gaussian_sample_and_its_density():
 def test_preset_authors_sets_every_item_and_explicit_flags_win():
     args = iac.parse_args(["--preset", "authors"])
     expect = dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05, squash="none", alpha=0.1,
-                  alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs", actor_objective="mean_q", grad_clip=0.0,
-                  predator_action="mpe5")
+                  alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs", actor_objective="mean_q", grad_clip=0.0)
     assert {k: getattr(args, k) for k in expect} == expect
     assert (args.next_action, args.tau, args.target_update_interval, args.learning_starts) == ("target", 1.0, 200, 0)
     args = iac.parse_args(["--preset", "authors", "--rank", "2", "--grad-clip", "10"])
     assert (args.rank, args.grad_clip) == (2, 10.0)  # given by hand, even where it equals the default
-    args = iac.parse_args(["--preset", "authors", "--env", "multi_pendulum"])
-    assert args.predator_action == "mpe2"  # an env option the pendulums do not have
+    assert args.predator_action == "mpe2"  # the env's action format is not part of the algorithm
+    args = iac.parse_args(["--preset", "authors", "--predator-action", "mpe5"])
+    assert args.predator_action == "mpe5" and args.critic == "attention_shared"
     # the baselines take the settings every method shares, not IAC's own policy and critic items
     import baselines
     args = baselines.continuous_args("sq", ["--preset", "authors"])
-    assert (args.mixer_state, args.predator_action, args.grad_clip, args.alpha) == ("obs", "mpe5", 0.0, 0.1)
+    assert (args.mixer_state, args.predator_action, args.grad_clip, args.alpha) == ("obs", "mpe2", 0.0, 0.1)
     assert (args.critic, args.cov_diag, args.squash, args.actor_objective, args.rank) == (
         "individual", "learned", "tanh", "qtot", 2)
 
