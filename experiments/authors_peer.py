@@ -34,7 +34,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--authors", nargs="+", required=True, metavar="RUN_DIR", help="the authors' code's runs")
     p.add_argument("--ours", nargs="+", required=True, metavar="RUN_DIR", help="our runs")
-    p.add_argument("--ours-label", default="ours: iac.py --preset authors (5-D actions)")
+    p.add_argument("--ours-label", default="ours: iac.py --preset authors --predator-action mpe5")
     p.add_argument("--window", nargs=2, type=int, default=[90_000, 100_000], metavar=("LO", "HI"))
     p.add_argument("--out", required=True, help="OUT.png and OUT.csv")
     a = p.parse_args(argv)
@@ -60,7 +60,7 @@ def main(argv=None):
         ax.plot(steps, ys.mean(0), color=color, lw=2, label=f"{g}, {len(cs)} seeds")
         ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=color, alpha=0.15)
     ax.set(xlabel="env steps", ylabel="evaluation return (10 deterministic episodes)",
-           title="predator-prey (simple_tag, 5-D predator actions): the authors' code and our preset")
+           title="predator-prey, 5-D predator actions: the authors' code and our preset")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(a.out + ".png", dpi=110)
