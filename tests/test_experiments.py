@@ -183,3 +183,28 @@ def test_the_authors_code_driver_refuses_bad_folders_in_one_line(argv, message, 
     r = subprocess.run([_sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "experiments", "authors_code.py"), *argv], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_leave_one_out_summary_groups_by_name_and_tests_each_against_the_reference(tmp_path, capsys):
+    import leave_one_out_summary as loo
+
+    whole = [fake_run(tmp_path, f"pp__whole__{s}", [0, 300 + 10 * s, 300 + 10 * s]) for s in (1, 2, 3)]
+    cell = [fake_run(tmp_path, f"pp__cell__{s}", [0, 100 + s, 100 + s]) for s in (1, 2, 3)]
+    mixed = [fake_run(tmp_path, f"pp__mixed__{s}", [0, v, v]) for s, v in zip((1, 2, 3), (305, 50, 325))]
+    out = str(tmp_path / "loo")
+    table = loo.main([*whole, *cell, *mixed, "--ref", "pp__whole", "--window", "1000", "2000", "--out", out])
+    assert table["pp__whole"]["mean"] == pytest.approx(320.0) and table["pp__whole"]["p"] is None
+    assert table["pp__cell"]["values"] == [101, 102, 103]
+    assert table["pp__cell"]["gap"] == pytest.approx(102 - 320) and table["pp__cell"]["p"] == pytest.approx(1 / 20)
+    # (305, 50, 325) against (310, 320, 330): 4 of the 20 splits have a gap group - ref at most -93.3
+    assert table["pp__mixed"]["p"] == pytest.approx(4 / 20)
+    rows = list(csv.DictReader(open(out + ".csv")))
+    assert [r["group"] for r in rows] == ["pp__whole", "pp__cell", "pp__mixed"] and os.path.isfile(out + ".png")
+    for argv, message in ((["--ref", "pp__none"], "--ref pp__none"), (["--ref", "pp__whole", "--window", "5", "5"],
+                                                                      "--window")):
+        with pytest.raises(SystemExit):
+            loo.main([*whole, *cell, *argv, "--out", out])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        loo.main([str(tmp_path), "--ref", "x", "--out", out])
+    assert "<env>__<exp-name>__<seed>" in str(e.value.code)
