@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "experiments"))
 import perm_test  # noqa: E402
+import final_table  # noqa: E402
 from final_table import read_eval, window_mean  # noqa: E402
 import runlib  # noqa: E402
 
@@ -35,13 +36,9 @@ def main(argv=None):
     p.add_argument("--authors", nargs="+", required=True, metavar="RUN_DIR", help="the authors' code's runs")
     p.add_argument("--ours", nargs="+", required=True, metavar="RUN_DIR", help="our runs")
     p.add_argument("--ours-label", default="ours: iac.py --preset authors --predator-action mpe5")
-    p.add_argument("--window", nargs=2, type=int, default=[90_000, 100_000], metavar=("LO", "HI"))
-    p.add_argument("--out", required=True, help="OUT.png and OUT.csv")
+    final_table.add_window_and_out(p)
     a = p.parse_args(argv)
-    lo, hi = a.window
-    if not 0 <= lo < hi:
-        p.error(f"--window {lo} {hi}: give 0 <= LO < HI")
-    runlib.check_out_file(p, "out", a.out + ".png", ".png")
+    lo, hi = final_table.check_window_and_out(p, a)
     groups = {"authors' code (YiqinYang/IAC)": a.authors, a.ours_label: a.ours}
     curves = {g: [curve(d) for d in dirs] for g, dirs in groups.items()}
     finals = {g: [window_mean(d, lo, hi) for d in groups[g]] for g in groups}

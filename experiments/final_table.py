@@ -10,6 +10,10 @@ import argparse
 import csv
 import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import runlib  # noqa: E402
 
 
 def read_eval(run_dir):
@@ -32,6 +36,22 @@ def window_mean(run_dir, lo, hi):
     if not vals:
         raise SystemExit(f"error: {run_dir} has no evaluation in ({lo:,}, {hi:,}] (its last step: {rows[-1][0]:,})")
     return statistics.mean(vals)
+
+
+def add_window_and_out(p):
+    """The --window LO HI and --out OUT flags of the figure scripts (OUT.png and OUT.csv)."""
+    p.add_argument("--window", nargs=2, type=int, default=[90_000, 100_000], metavar=("LO", "HI"),
+                   help="the evaluations with step in (LO, HI] give each run's number (default: 90000 100000)")
+    p.add_argument("--out", required=True, help="OUT.png and OUT.csv")
+
+
+def check_window_and_out(p, a):
+    """(lo, hi) of a parsed --window, after refusing a bad window or an unwritable --out."""
+    lo, hi = a.window
+    if not 0 <= lo < hi:
+        p.error(f"--window {lo} {hi}: give 0 <= LO < HI")
+    runlib.check_out_file(p, "out", a.out + ".png", ".png")
+    return lo, hi
 
 
 def last_mean(path, k):

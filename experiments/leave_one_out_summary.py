@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "experiments"))
 import perm_test  # noqa: E402
+import final_table  # noqa: E402
 from final_table import read_eval, window_mean  # noqa: E402
 import runlib  # noqa: E402
 
@@ -55,13 +56,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, <env>__<exp-name>__<seed>")
     p.add_argument("--ref", required=True, help="the reference group (<env>__<exp-name>), e.g. the whole preset")
-    p.add_argument("--window", nargs=2, type=int, default=[90_000, 100_000], metavar=("LO", "HI"))
-    p.add_argument("--out", required=True, help="OUT.png and OUT.csv")
+    final_table.add_window_and_out(p)
     a = p.parse_args(argv)
-    lo, hi = a.window
-    if not 0 <= lo < hi:
-        p.error(f"--window {lo} {hi}: give 0 <= LO < HI")
-    runlib.check_out_file(p, "out", a.out + ".png", ".png")
+    lo, hi = final_table.check_window_and_out(p, a)
     groups = {}
     for d in a.runs:
         groups.setdefault(group_of(d), []).append(d)

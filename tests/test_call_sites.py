@@ -9,6 +9,7 @@ import torch
 
 import iac
 import runlib
+from test_iac import random_batch
 
 NETS = ("actor", "critic")
 
@@ -18,12 +19,7 @@ def _setup(*flags):
     env = iac.make_env(args, 1, "cpu")
     torch.manual_seed(0)
     nets, opts = iac.build(args, env, "cpu")
-    g = torch.Generator().manual_seed(1)
-    B = 32
-    batch = dict(obs=torch.randn(B, 3, 16, generator=g), state=torch.randn(B, 20, generator=g),
-                 act=torch.rand(B, 3, 2, generator=g) * 2 - 1, rew=torch.randn(B, generator=g),
-                 next_obs=torch.randn(B, 3, 16, generator=g), next_state=torch.randn(B, 20, generator=g),
-                 term=torch.zeros(B))
+    batch = random_batch(torch.Generator().manual_seed(1))
     return args, nets, opts, batch
 
 

@@ -90,17 +90,20 @@ def test_decentralised_execution_ignores_others_and_state():
     # mean() takes no state at all: the collaborative term exists only in training
 
 
+def random_batch(g, B=32):
+    """A predator-prey minibatch (3 agents, 16-D observations, 20-D state, 2-D actions) drawn from g."""
+    return dict(obs=torch.randn(B, 3, 16, generator=g), state=torch.randn(B, 20, generator=g),
+                act=torch.rand(B, 3, 2, generator=g) * 2 - 1, rew=torch.randn(B, generator=g),
+                next_obs=torch.randn(B, 3, 16, generator=g), next_state=torch.randn(B, 20, generator=g),
+                term=torch.zeros(B))
+
+
 def test_smoke_eq15_gradient_reaches_psi_and_critic_loss_reaches_every_critic_parameter():
     """Smoke: every parameter gets a gradient (the values are checked in test_equations.py)."""
     args = iac.parse_args(["--env", "predator_prey"])
     env = iac.make_env(args, 1, "cpu")
     nets, _ = iac.build(args, env, "cpu")
-    g = torch.Generator().manual_seed(0)
-    B = 32
-    batch = dict(obs=torch.randn(B, 3, 16, generator=g), state=torch.randn(B, 20, generator=g),
-                 act=torch.rand(B, 3, 2, generator=g) * 2 - 1, rew=torch.randn(B, generator=g),
-                 next_obs=torch.randn(B, 3, 16, generator=g), next_state=torch.randn(B, 20, generator=g),
-                 term=torch.zeros(B))
+    batch = random_batch(torch.Generator().manual_seed(0))
     loss, _ = iac.policy_loss(nets, batch, 0.1, args)
     loss.backward()
     for name, p in nets["actor"].named_parameters():
