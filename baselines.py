@@ -219,6 +219,11 @@ def matrix_parser(algo):
 
 
 def main(argv=None):
+    with runlib.one_line_errors():
+        return _main(argv)
+
+
+def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
         description="Baselines of IAC. Continuous methods take every flag of iac.py (see python iac.py "
@@ -254,11 +259,11 @@ def main(argv=None):
             q.error("--cuda: the matrix game's QMIX / QMIXs train on the CPU (a few seconds); drop --cuda")
         if not 0 <= qa.seed <= runlib.SEED_MAX:
             q.error(f"--seed must be in [0, {runlib.SEED_MAX}], got {qa.seed}")
-        if qa.out:
+        if qa.out is not None:
             runlib.check_out_file(q, "out", qa.out)
         text, _ = matrix_game_report(known.algo, qa.seed)
         print(text)
-        if qa.out:
+        if qa.out is not None:
             os.makedirs(os.path.dirname(os.path.abspath(qa.out)), exist_ok=True)
             runlib.write_text(qa.out, text + "\n")
         return text

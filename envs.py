@@ -701,6 +701,8 @@ def parse_env_kwargs(items):
         key, eq, value = item.partition("=")
         if not eq or not key.isidentifier():
             raise ValueError(f"--env-kwargs {item!r}: give KEY=VALUE, e.g. max_cycles=50")
+        if key in out:
+            raise ValueError(f"--env-kwargs gives {key} twice; give each key once")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

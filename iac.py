@@ -847,7 +847,8 @@ def eval_only(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return eval_only(args) if args.eval_only else train(args)
+        with runlib.one_line_errors():
+            return eval_only(args) if args.eval_only else train(args)
     except envs.EnvSpecError as e:  # a pz: / mamujoco: env that breaks the wrapper's rules mid-run
         sys.exit(f"error: {e}")
 

@@ -23,7 +23,9 @@ import os
 import pickle
 import random
 import sys
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -109,15 +111,18 @@ def load_checkpoint(path):
     """Load a checkpoint on the CPU with torch's weights-only unpickler and our allow-list; a file that
     is not ours, or that holds anything else, stops the program with a clear message."""
     try:
-        with torch.serialization.safe_globals(_legacy_globals()):
+        with torch.serialization.safe_globals(_legacy_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own warnings about a plain pickle say nothing to a user
             ckpt = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
-        culprit = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        culprit = [line for line in lines if "GLOBAL" in line]
         if culprit:  # a class or function outside the allow-list: unpickling it could run code
             sys.exit(f"error: refusing to load {path}: it holds Python objects that a checkpoint of iac.py / "
                      f"baselines.py never holds, and unpickling them could run code ({culprit[0][:200]})")
+        why = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
         sys.exit(f"error: cannot read checkpoint {path}: not a checkpoint written by iac.py / baselines.py "
-                 f"(the weights-only unpickler stopped: {' '.join(str(e).split())[-120:]})")
+                 f"(torch's weights-only unpickler: {why[:160]})")
     except Exception as e:  # truncated, not a torch file, a folder...
         sys.exit(f"error: cannot read checkpoint {path}: not a checkpoint written by iac.py / baselines.py, or "
                  f"a truncated one ({type(e).__name__}: {e})")
@@ -128,7 +133,24 @@ def load_checkpoint(path):
     if not isinstance(ckpt["args"], argparse.Namespace) or not hasattr(ckpt["args"], "env"):
         sys.exit(f"error: {path} is not a checkpoint written by iac.py / baselines.py (its settings name no env)")
     ckpt.setdefault("format", 1)
+    if ckpt["format"] not in (1, FORMAT):
+        sys.exit(f"error: {path} has checkpoint format {ckpt['format']!r}; this code reads formats 1 and {FORMAT} "
+                 "(a newer version of the project wrote it?)")
+    step = ckpt.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        sys.exit(f"error: {path} is damaged: its step is {step!r}, not a count of env steps")
     return ckpt
+
+
+def checkpoint_step(path):
+    """The env step of the checkpoint at path, read without loading its tensors; None when it is unreadable."""
+    try:
+        with torch.serialization.safe_globals(_legacy_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            step = torch.load(path, weights_only=True, map_location="cpu", mmap=True).get("step")
+    except Exception:  # what cannot be read is not a newer run's checkpoint to protect
+        return None
+    return step if isinstance(step, int) else None
 
 
 def is_run_file(name):
@@ -187,8 +209,10 @@ def check_out_dir(p, name, path):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         p.error(f"{flag(name)} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        p.error(f"{flag(name)} {path}: {parent} is not writable")
+    try:  # a real try, not os.access: root may "access" /proc or a read-only mount and still fail to write there
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".write-check-"))
+    except OSError as e:
+        p.error(f"{flag(name)} {path}: cannot create a folder in {parent} ({e.strerror or e})")
 
 
 def check_out_file(p, name, path, suffix=None):
@@ -211,6 +235,34 @@ def check_in_file(p, name, path):
         p.error(f"{flag(name)} {path}: no such file")
     if not os.access(path, os.R_OK):
         p.error(f"{flag(name)} {path}: not readable")
+
+
+@contextlib.contextmanager
+def fits_its_settings(path):
+    """Loading a checkpoint's tensors into the networks its own settings build: a mismatch (a damaged or
+    hand-edited file) ends in one line, not load_state_dict's traceback."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        sys.exit(f"error: {path}: its weights and buffers do not fit the networks its own settings build (a damaged "
+                 f"or hand-edited checkpoint?): {type(e).__name__}: {first[:200]}")
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Running out of memory (a huge --eval-episodes, --num-envs, --hidden...) ends in one line, not a
+    traceback from inside torch."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        text = str(e)
+        if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in text:
+            raise
+        sys.exit(f"error: out of memory ({text.splitlines()[0][:160] if text else type(e).__name__}). Lower "
+                 "--eval-episodes, --num-envs, --batch-size, --buffer-size, --hidden or the number of --seeds")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -634,6 +686,20 @@ def crossed(step, every, stride):
     return step // every != (step - stride) // every
 
 
+def warn_idle_budget(args):
+    """A budget that never updates, or never evaluates the trained policy, is a run a user did not mean."""
+    if args.total_steps <= 0:
+        return
+    last = -(-args.total_steps // args.num_envs) * args.num_envs  # the loop's last env step
+    if last < args.learning_starts or min(last, args.buffer_size) < args.batch_size:
+        print(f"warning: no gradient update will happen: --total-steps {args.total_steps} ends before "
+              f"--learning-starts {args.learning_starts} or before the buffer holds --batch-size {args.batch_size} "
+              "transitions, so the policy stays the initial one", file=sys.stderr)
+    if args.eval_every > last:
+        print(f"warning: --eval-every {args.eval_every} is above --total-steps {args.total_steps}: only the "
+              "initial policy (step 0) is evaluated", file=sys.stderr)
+
+
 class LoopState:
     """The training loop's counters and current observations: step, n_updates, updates_owed, obs, state."""
 
@@ -658,6 +724,7 @@ class Run:
         args.cuda = bool(args.cuda)
         if args.total_steps is None:
             args.total_steps = default_steps.get(args.env, own_env_steps)
+        warn_idle_budget(args)
         self.args, self.device = args, torch.device("cuda" if args.cuda else "cpu")
         self.seeds = args.seeds or [args.seed]
         self.streams = seed_streams(*self.seeds)  # one seed per random stream; docs/usage.md "Seeds"
@@ -683,6 +750,11 @@ class Run:
                     sys.exit(f"error: --resume {args.resume} would continue in {folder}, which holds the files of "
                              "another run (its eval.csv is not this checkpoint's curve, or it holds a single run's "
                              "checkpoint). Pass --runs-dir NEW_FOLDER to continue it there, or move that folder away")
+            newer = None if own or not os.path.exists(self.ckpt_path) else checkpoint_step(self.ckpt_path)
+            if newer is not None and newer > resume["step"]:  # e.g. an older copy of this run's checkpoint
+                sys.exit(f"error: --resume {args.resume} (step {resume['step']:,}) would overwrite {self.ckpt_path}, "
+                         f"the same run's newer checkpoint (step {newer:,}). Resume that one, or pass --runs-dir "
+                         "NEW_FOLDER to branch off from the older step there")
         for folder in dict.fromkeys((*self.run_dirs, ckpt_dir)):
             os.makedirs(folder, exist_ok=True)
             aside = None if resume is not None else set_aside_earlier_run(folder)
@@ -699,11 +771,12 @@ class Run:
 
     def _restore(self, ck, mixer_state):
         args, device, loop = self.args, self.device, self.loop
-        self.nets.load_weights(ck)
-        for k, opt in self.opts.items():
-            opt.load_state_dict(ck["opt_" + k])
-        self.buffer.load_state_dict(ck["buffer"], restore_gen=not self.cross_device)
-        self.env.load_state_dict(ck["env"], restore_gen=not self.cross_device)
+        with fits_its_settings(args.resume):
+            self.nets.load_weights(ck)
+            for k, opt in self.opts.items():
+                opt.load_state_dict(ck["opt_" + k])
+            self.buffer.load_state_dict(ck["buffer"], restore_gen=not self.cross_device)
+            self.env.load_state_dict(ck["env"], restore_gen=not self.cross_device)
         loop.step, loop.n_updates, loop.updates_owed = ck["step"], ck["n_updates"], ck.get("updates_owed", 0.0)
         loop.obs, loop.state = ck["obs"].to(device), ck["state"].to(device)
         self.log.load_state_dict(ck, device)
@@ -858,6 +931,9 @@ class Logger:
             table = {**run.settings, "seed": seed} if self.K > 1 else run.settings
             self.writers[-1].add_text("hyperparameters",
                                       "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+        if run.resume is not None:  # the curve up to the checkpoint, also in a new --runs-dir before its next evaluation
+            for k in range(self.K):
+                self._write_curve(k)
         if run.resume is None:
             print("settings: " + " ".join(f"{flag(k)}={v}" for k, v in run.settings.items()), flush=True)
             if self.K > 1:
@@ -882,18 +958,23 @@ class Logger:
             self.run.guard.raise_if_bad()
             ret = self._train_return(step)
             self.last_train_ret = self.last_train_ret if ret is None else ret
-        for k, folder in enumerate(self.run.run_dirs):
+        for k in range(self.K):
             self.evals[k].append((step, rets[k], *first[k].flatten().tolist()))
             self.writers[k].add_scalar("eval/episodic_return", rets[k], step)
-            write_csv(os.path.join(folder, "eval.csv"), self.header, self.evals[k])
             if cov is not None:
                 self.covs[k].append((step, cov[k]))
-                save_npz(os.path.join(folder, "covariance.npz"), step=np.array([c[0] for c in self.covs[k]]),
-                         sigma=torch.stack([c[1] for c in self.covs[k]]).numpy())
+            self._write_curve(k)
         self.last_eval = sum(rets) / self.K
         if step > 0:
             for writer in self.writers:
                 writer.add_scalar("charts/SPS", (step - self.step0) / (time.time() - self.t0), step)
+
+    def _write_curve(self, k):  # member k's eval.csv and covariance.npz, whole, from what the log holds
+        folder = self.run.run_dirs[k]
+        write_csv(os.path.join(folder, "eval.csv"), self.header, self.evals[k])
+        if self.covs[k]:
+            save_npz(os.path.join(folder, "covariance.npz"), step=np.array([c[0] for c in self.covs[k]]),
+                     sigma=torch.stack([c[1] for c in self.covs[k]]).numpy())
 
     def _train_return(self, step):  # the mean return of the training episodes that ended since the last call
         means = [(s / c if c else None) for s, c in zip(self.ret_sum.tolist(), self.ret_count.tolist())]
@@ -964,6 +1045,12 @@ def eval_only(args, parser, make_env, load_actor, evaluate, upgrade, gif):
         elif targs.env not in ("predator_prey", "po_predator_prey"):
             sys.exit(f"error: --capture-video draws predator-prey and pz: / mamujoco: envs, not {targs.env}")
     seeds = targs.seeds if is_population(targs) else [targs.seed]
+    build_actor = load_actor
+
+    def load_actor(*a, **kw):
+        with fits_its_settings(args.checkpoint):
+            return build_actor(*a, **kw)
+
     replay = "seed" not in explicit
     episodes = args.eval_episodes if "eval_episodes" in explicit else getattr(targs, "eval_episodes", args.eval_episodes)
     if replay:  # the run's own evaluation: all members at once, as the run evaluated them

@@ -15,6 +15,7 @@ as soon as L is not tiny; there, the signs (positive relations, as Fig. 5 claims
 import argparse
 import csv
 import os
+import zipfile
 
 import numpy as np
 
@@ -28,6 +29,21 @@ def between_agent_corr(sigma, n):
     i, j = np.triu_indices(nd, 1)
     keep = agent[i] != agent[j]
     return corr[:, i[keep], j[keep]]
+
+
+def read_sigma(path):
+    """{step, sigma} of a covariance.npz: a step per evaluation and a square Sigma for each; else an error."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in ("step", "sigma")}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise SystemExit(f"error: cannot read {path} as iac.py's covariance.npz (arrays step and sigma): "
+                         f"{type(e).__name__}: {e}")
+    s, sig = out["step"], out["sigma"]
+    if sig.ndim != 3 or sig.shape[1] != sig.shape[2] or s.shape != sig.shape[:1] or not len(s):
+        raise SystemExit(f"error: {path}: expected one square Sigma per evaluation step, got step {s.shape} "
+                         f"and sigma {sig.shape}")
+    return out
 
 
 def main(argv=None):
@@ -49,7 +65,7 @@ def main(argv=None):
         path = os.path.join(d, "covariance.npz")
         if not os.path.isfile(path):
             raise SystemExit(f"error: {path} not found")
-        z = np.load(path)
+        z = read_sigma(path)
         if z["sigma"].shape[-1] % a.agents:
             raise SystemExit(f"error: {path}: Sigma is {z['sigma'].shape[-1]} wide, not a multiple of --agents {a.agents}")
         c = between_agent_corr(z["sigma"], a.agents)

@@ -8,6 +8,7 @@ Prints a markdown table; --csv also writes it. Every run must hold an eval.csv (
 
 import argparse
 import csv
+import math
 import os
 import statistics
 import sys
@@ -18,12 +19,29 @@ import runlib  # noqa: E402
 
 def read_eval(run_dir):
     """[(step, eval_return)] of a run folder's eval.csv; a missing or unreadable one is an error."""
-    path = os.path.join(run_dir, "eval.csv")
+    return read_eval_csv(os.path.join(run_dir, "eval.csv"))
+
+
+def read_eval_csv(path):
+    """[(step, eval_return)] of an eval.csv: every row a step and a finite return, else an error naming the line."""
     try:
         with open(path, newline="") as fh:
-            rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(fh)]
-    except (OSError, KeyError, ValueError) as e:
-        raise SystemExit(f"error: cannot read {path}: {e}")
+            reader = csv.DictReader(fh)
+            if not {"step", "eval_return"} <= set(reader.fieldnames or ()):
+                raise SystemExit(f"error: {path} is not an eval.csv of iac.py / baselines.py (its header has no "
+                                 "step and eval_return columns)")
+            rows = []
+            for r in reader:
+                try:
+                    row = int(r["step"]), float(r["eval_return"])
+                except (TypeError, ValueError):  # a short row gives None, a damaged one text
+                    raise SystemExit(f"error: {path} line {reader.line_num}: expected a step and a return, got "
+                                     f"{r['step']!r}, {r['eval_return']!r}") from None
+                if not math.isfinite(row[1]):
+                    raise SystemExit(f"error: {path} line {reader.line_num}: the return is {row[1]} (the run diverged?)")
+                rows.append(row)
+    except OSError as e:
+        raise SystemExit(f"error: cannot read {path}: {e.strerror or e}")
     if not rows:
         raise SystemExit(f"error: {path} holds no evaluation")
     return rows
@@ -58,8 +76,7 @@ def last_mean(path, k):
     """(last step, mean of the last k evaluations, first step of those) of an eval.csv."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: {path} not found")
-    with open(path) as f:
-        rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+    rows = read_eval_csv(path)
     if len(rows) < k:
         raise SystemExit(f"error: {path} has {len(rows)} evaluations, fewer than --last {k}")
     return rows[-1][0], statistics.mean(v for _, v in rows[-k:]), rows[-k][0]

@@ -1,11 +1,12 @@
 """Issue 9's one-factor table: copy the complete 100k runs' curves into figures/issue9/data, and write
 the mean evaluation return over (90k, 100k] per seed and per cell (mean +- std over seeds), and the plot.
 
-    python experiments/issue9_summary.py [RUNS]      (default RUNS: runs/issue9, as experiments/issue9.sh)
+    python experiments/issue9_summary.py [RUNS] [--out figures/issue9]   (default RUNS: runs/issue9, as issue9.sh)
+
+The table and plots cover every run in OUT/data: the committed ones and those copied from RUNS.
 """
 
 import argparse
-import csv
 import glob
 import os
 import shutil
@@ -14,7 +15,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 import plots  # noqa: E402
+import runlib  # noqa: E402
+from final_table import read_eval_csv  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(HERE), "figures", "issue9")
 STEPS, WINDOW = 100_000, 10_000
@@ -22,8 +26,7 @@ RENAME = {"ddpg_mix": "ddpg_mix-alg1"}  # the cell names of the figure (experime
 
 
 def window_mean(path):
-    with open(path) as f:
-        rows = [(int(r["step"]), float(r["eval_return"])) for r in csv.DictReader(f)]
+    rows = read_eval_csv(path)
     if not rows or rows[-1][0] < STEPS:
         return None
     return statistics.mean(v for s, v in rows if STEPS - WINDOW < s <= STEPS)
@@ -33,19 +36,27 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="?", default=os.path.join("runs", "issue9"),
                    help="the folder of run folders that experiments/issue9.sh writes (default: runs/issue9)")
-    runs = p.parse_args(argv).runs
+    p.add_argument("--out", default=OUT, help="where the data/, the table and the plots go (default: figures/issue9, "
+                   "the committed ones)")
+    a = p.parse_args(argv)
+    runs, out = a.runs, a.out
     if not os.path.isdir(runs):
         sys.exit(f"error: {runs} is not a folder of runs (experiments/issue9.sh writes runs/issue9)")
-    data = os.path.join(OUT, "data")
+    runlib.check_out_dir(p, "out", out)
+    data = os.path.join(out, "data")
+    copied = 0
     for d in sorted(glob.glob(os.path.join(runs, "predator_prey__*__[0-9]*"))):
         _, cell, seed = os.path.basename(d).split("__")
-        if window_mean(os.path.join(d, "eval.csv")) is None:
+        if not os.path.isfile(os.path.join(d, "eval.csv")) or window_mean(os.path.join(d, "eval.csv")) is None:
             continue
+        copied += 1
         dst = os.path.join(data, f"predator_prey__{RENAME.get(cell, cell)}__{seed}")
         os.makedirs(dst, exist_ok=True)
         for f in ("eval.csv", "covariance.npz"):
             if os.path.isfile(os.path.join(d, f)):
                 shutil.copyfile(os.path.join(d, f), os.path.join(dst, f))
+    print(f"{copied} complete {STEPS:,}-step predator-prey runs copied from {runs} into {data}; the table covers "
+          "every run there", file=sys.stderr)
     cells = {}
     for d in sorted(glob.glob(os.path.join(data, "predator_prey__*__[0-9]*"))):
         _, cell, seed = os.path.basename(d).split("__")
@@ -59,19 +70,19 @@ def main(argv=None):
         std = statistics.stdev(per_seed) if len(per_seed) > 1 else float("nan")
         rows.append((cell, " ".join(str(s) for s, _ in vals), ", ".join(f"{v:.1f}" for v in per_seed),
                      f"{statistics.mean(per_seed):.1f}", f"{std:.1f}"))
-    with open(os.path.join(OUT, "factors_100k.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["cell", "seeds", "per_seed_mean_90k_100k", "mean", "std"])
-        w.writerows(rows)
+    if not rows:
+        sys.exit(f"error: no complete {STEPS:,}-step predator-prey run in {runs} or {data}")
+    runlib.write_csv(os.path.join(out, "factors_100k.csv"), ["cell", "seeds", "per_seed_mean_90k_100k", "mean", "std"],
+                     rows)
     print("| cell | seeds | (90k, 100k] per seed | mean +- std |\n|---|---|---|---|")
     for cell, seeds, per_seed, mean, std in rows:
         print(f"| {cell} | {seeds} | {per_seed} | {mean} +- {std} |")
     for method, label in METHODS:
         runs = sorted(glob.glob(os.path.join(data, f"predator_prey__{method}-*")))
         if runs:
-            plots.plot_runs(runs, os.path.join(OUT, f"predator_prey_100k_{method}.png"),
+            plots.plot_runs(runs, os.path.join(out, f"predator_prey_100k_{method}.png"),
                             title=f"predator-prey, {label}: one factor at a time, to 100k")
-    effect_plot(cells)
+    effect_plot(cells, out)
 
 
 # IAC and DDPG-MIX, and the two methods between them that swap one half each (the critic attribution):
@@ -87,7 +98,7 @@ TICKS = {"earlier": "earlier schedule\n(this code)", "old": "earlier schedule\n(
          "mean_q": "mean of Q_i\nalone", "current": "u' current\npolicy"}
 
 
-def effect_plot(cells):
+def effect_plot(cells, out):
     """The table as a picture: each reading's (90k, 100k] return, one column per method that has cells (IAC,
     SQ, Attn-QMIX, DDPG-MIX), one dot per seed."""
     import matplotlib.pyplot as plt
@@ -110,7 +121,7 @@ def effect_plot(cells):
                                                             else "") for r in readings], fontsize=8)
     ax.set(ylabel="mean eval return, (90k, 100k]", title="predator-prey: which reading moves the 100k return")
     ax.legend(fontsize=8)
-    plots.save(fig, OUT, "factors_100k")
+    plots.save(fig, out, "factors_100k")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Misuse a new user can stumble into, each found by trying it (a resume of an older copy of a checkpoint,
+a budget that never updates, a hand-edited checkpoint, a damaged eval.csv for the analysis scripts): a
+one-line error or an honest warning, never a traceback and never a silently wrong folder."""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import runlib
+from test_runs import TINY, ckpt_of, run
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(HERE, "experiments"))
+import c4_sigma  # noqa: E402
+import final_table  # noqa: E402
+import issue9_summary  # noqa: E402
+import perm_test  # noqa: E402
+
+SW = ["--env", "simple_world", *TINY]
+
+
+def _exit_message(fn, *a):
+    with pytest.raises(SystemExit) as e:
+        fn(*a)
+    assert e.value.code not in (0, None)
+    return str(e.value.code)
+
+
+# ---------------------------------------------------------------- resume
+def test_resuming_an_older_copy_of_a_checkpoint_never_overwrites_the_newer_one(tmp_path):
+    runs = str(tmp_path / "runs")
+    run([*SW, "--total-steps", "200", "--save-model", "--runs-dir", runs])
+    folder = os.path.join(runs, os.listdir(runs)[0])
+    old = str(tmp_path / "elsewhere.pt")
+    shutil.copyfile(os.path.join(folder, "checkpoint.pt"), old)
+    run(["--resume", os.path.join(folder, "checkpoint.pt"), "--total-steps", "300"])
+    assert ckpt_of(folder)["step"] == 300
+    msg = _exit_message(run, ["--resume", old, "--total-steps", "250"])
+    assert "newer checkpoint (step 300)" in msg and "--runs-dir" in msg
+    assert ckpt_of(folder)["step"] == 300  # untouched
+    # branching off in a new folder is the way, and it starts with the curve up to the old step
+    run(["--resume", old, "--total-steps", "200", "--runs-dir", str(tmp_path / "branch")])
+    branch = tmp_path / "branch" / os.path.basename(folder)
+    rows = (branch / "eval.csv").read_text().splitlines()
+    assert rows[0].startswith("step,eval_return") and [r.split(",")[0] for r in rows[1:]] == ["0", "100", "200"]
+
+
+def test_an_edited_checkpoint_is_refused_in_one_line(tmp_path):
+    runs = str(tmp_path / "runs")
+    run([*SW, "--total-steps", "100", "--save-model", "--runs-dir", runs])
+    good = ckpt_of(os.path.join(runs, os.listdir(runs)[0]))
+    for change, words in [(dict(format=99), "format 99"), (dict(step=-5), "step is -5"),
+                          (dict(step="100"), "step is '100'")]:
+        path = str(tmp_path / "edited.pt")
+        torch.save({**good, "args": vars(good["args"]), **change}, path)
+        assert words in _exit_message(runlib.load_checkpoint, path)
+    args = dict(vars(good["args"]), hidden=32)  # settings that no longer build its networks
+    path = str(tmp_path / "resized.pt")
+    torch.save({**good, "args": args}, path)
+    for argv in (["--resume", path, "--total-steps", "200", "--runs-dir", str(tmp_path / "r")],
+                 ["--eval-only", "--checkpoint", path]):
+        assert "do not fit the networks its own settings build" in _exit_message(run, argv)
+
+
+def test_a_plain_pickle_given_as_checkpoint_says_so_without_torchs_warning(tmp_path):
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    r = subprocess.run([sys.executable, "iac.py", "--resume", str(path)], cwd=HERE, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "Warning" not in r.stderr and "not a checkpoint written by iac.py" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- budgets and outputs
+def test_a_budget_that_never_updates_or_never_evaluates_warns(tmp_path, capsys):
+    run([*SW, "--total-steps", "100", "--learning-starts", "500", "--eval-every", "1000",
+         "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "no gradient update will happen" in err and "only the initial policy (step 0) is evaluated" in err
+    run([*SW, "--total-steps", "100", "--runs-dir", str(tmp_path / "ok")])
+    err = capsys.readouterr().err
+    assert "no gradient update" not in err and "only the initial policy" not in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder no one can write in")
+@pytest.mark.parametrize("argv", [
+    ["iac.py", "--env", "simple_world", "--total-steps", "0", "--runs-dir", "/proc/nope"],
+    ["baselines.py", "--algo", "ddpg_mix", "--env", "simple_world", "--total-steps", "0", "--runs-dir", "/proc/nope"],
+    ["baselines.py", "--algo", "qmix", "--out", "/proc/nope/x.md"],
+    ["plots.py", "tests", "--out", "/proc/nope/x.png"],
+])
+def test_an_output_folder_that_cannot_be_made_is_one_line(argv):
+    r = subprocess.run([sys.executable, *argv], cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot create a folder" in r.stderr, r.stderr
+
+
+def test_an_evaluation_too_large_for_memory_is_one_line():
+    r = subprocess.run([sys.executable, "iac.py", "--eval-only", "--checkpoint",
+                        os.path.join("tests", "data", "checkpoint_v1.pt"), "--eval-episodes", "1000000000"],
+                       cwd=HERE, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "out of memory" in r.stderr, r.stderr
+    assert "--eval-episodes" in r.stderr
+
+
+def test_an_empty_out_and_a_repeated_env_kwarg_are_refused(capsys):
+    import baselines
+    import iac
+
+    assert "--out" in _exit_message(baselines.main, ["--algo", "qmix", "--out", ""]) + capsys.readouterr().err
+    msg = _exit_message(iac.main, ["--env", "pz:mpe2.simple_spread_v3", "--env-kwargs", "N=2", "N=3"])
+    assert "N twice" in msg + capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the analysis scripts
+@pytest.mark.parametrize("text, words", [
+    ("foo,bar\n1,2\n", "no step and eval_return"),
+    ("step,eval_return\nabc,xyz\n", "line 2"),
+    ("step,eval_return\n0,1.0\n100\n", "line 3"),
+    ("step,eval_return\n0,1.0\n100,nan\n", "the return is nan"),
+])
+def test_a_damaged_eval_csv_is_one_line_in_every_analysis_script(tmp_path, text, words):
+    runs = []
+    for seed in (1, 2, 3, 4):
+        d = tmp_path / f"predator_prey__x__{seed}"
+        d.mkdir()
+        (d / "eval.csv").write_text(text)
+        runs.append(str(d))
+    assert words in _exit_message(final_table.main, [*runs, "--last", "1"])
+    assert words in _exit_message(perm_test.main, [*runs[:2], "--vs", *runs[2:], "--last", "1"])
+    assert words in _exit_message(final_table.window_mean, runs[0], 0, 100)
+
+
+@pytest.mark.parametrize("write, words", [
+    (lambda p: p.write_bytes(b""), "cannot read"),
+    (lambda p: p.write_text("not numpy"), "cannot read"),
+    (lambda p: np.savez(p, other=np.zeros(3)), "cannot read"),
+    (lambda p: np.savez(p, step=np.arange(2), sigma=np.zeros((2, 3, 4))), "one square Sigma"),
+])
+def test_a_damaged_covariance_npz_is_one_line(tmp_path, write, words):
+    d = tmp_path / "run"
+    d.mkdir()
+    write(d / "covariance.npz")
+    assert words in _exit_message(c4_sigma.main, [str(d), "--agents", "2", "--out", str(tmp_path / "c4")])
+
+
+def test_issue9_summary_writes_where_it_is_told_and_says_what_it_copied(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    runs.mkdir()
+    assert "no complete" in _exit_message(issue9_summary.main, [str(runs), "--out", str(out)])
+    d = runs / "predator_prey__iac-alg1__1"
+    d.mkdir()
+    (d / "eval.csv").write_text("step,eval_return\n" + "".join(f"{s},{s / 1000}\n" for s in range(0, 100_001, 1000)))
+    issue9_summary.main([str(runs), "--out", str(out)])
+    assert "1 complete" in capsys.readouterr().err
+    assert (out / "data" / "predator_prey__iac-alg1__1" / "eval.csv").is_file()
+    assert (out / "factors_100k.csv").read_text().splitlines()[1].startswith("iac-alg1,1,95.5")
