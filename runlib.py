@@ -120,9 +120,10 @@ def load_checkpoint(path):
         if culprit:  # a class or function outside the allow-list: unpickling it could run code
             sys.exit(f"error: refusing to load {path}: it holds Python objects that a checkpoint of iac.py / "
                      f"baselines.py never holds, and unpickling them could run code ({culprit[0][:200]})")
-        why = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+        text = str(e).split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+        why = " ".join(text.split())[:160] or type(e).__name__
         sys.exit(f"error: cannot read checkpoint {path}: not a checkpoint written by iac.py / baselines.py "
-                 f"(torch's weights-only unpickler: {why[:160]})")
+                 f"(the safe unpickler refused it: {why})")
     except Exception as e:  # truncated, not a torch file, a folder...
         sys.exit(f"error: cannot read checkpoint {path}: not a checkpoint written by iac.py / baselines.py, or "
                  f"a truncated one ({type(e).__name__}: {e})")
@@ -237,15 +238,21 @@ def check_in_file(p, name, path):
         p.error(f"{flag(name)} {path}: not readable")
 
 
+def out_of_memory(e):
+    """Whether an exception is an allocation that failed: torch's (GPU) OutOfMemoryError, Python's
+    MemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
+
+
 @contextlib.contextmanager
 def fits_its_settings(path):
     """Loading a checkpoint's tensors into the networks its own settings build: a mismatch (a damaged or
     hand-edited file) ends in one line, not load_state_dict's traceback."""
     try:
         yield
-    except torch.OutOfMemoryError:
-        raise
-    except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as e:
+    except (RuntimeError, KeyError) as e:  # load_state_dict's size mismatch or missing keys, a missing network
+        if out_of_memory(e):
+            raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         sys.exit(f"error: {path}: its weights and buffers do not fit the networks its own settings build (a damaged "
                  f"or hand-edited checkpoint?): {type(e).__name__}: {first[:200]}")
@@ -257,10 +264,10 @@ def one_line_errors():
     traceback from inside torch."""
     try:
         yield
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-        text = str(e)
-        if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in text:
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
             raise
+        text = str(e)
         sys.exit(f"error: out of memory ({text.splitlines()[0][:160] if text else type(e).__name__}). Lower "
                  "--eval-episodes, --num-envs, --batch-size, --buffer-size, --hidden or the number of --seeds")
 
@@ -512,7 +519,8 @@ def check_args(p, args, env_sizes, check_env):
         p.error(f"--rank m must be in 1..n*d = {n * d} for {args.env} (Eq. 12: L is nd x m), got {args.rank}")
     if not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."):
         p.error(f"--exp-name {args.exp_name!r}: give a plain name (it becomes part of a folder name)")
-    check_out_dir(p, "runs_dir", args.runs_dir)
+    if not args.eval_only:  # --eval-only writes nothing there
+        check_out_dir(p, "runs_dir", args.runs_dir)
     if not args.eval_only:
         check_memory(p, args, n, d, o, S)
     if args.eval_only:
@@ -691,10 +699,17 @@ def warn_idle_budget(args):
     if args.total_steps <= 0:
         return
     last = -(-args.total_steps // args.num_envs) * args.num_envs  # the loop's last env step
-    if last < args.learning_starts or min(last, args.buffer_size) < args.batch_size:
-        print(f"warning: no gradient update will happen: --total-steps {args.total_steps} ends before "
-              f"--learning-starts {args.learning_starts} or before the buffer holds --batch-size {args.batch_size} "
-              "transitions, so the policy stays the initial one", file=sys.stderr)
+    first = max(args.learning_starts, args.batch_size)  # the buffer holds min(step, size) >= batch_size rows
+    steps = max(0, last // args.num_envs - (-(-first // args.num_envs)) + 1)  # loop steps that owe updates
+    owed, per_step = 0.0, args.num_envs * args.updates_per_step
+    for _ in range(min(steps, math.ceil(1 / per_step) + 1)):  # the loop's own sum: a fraction takes a while
+        owed += per_step
+        if owed >= 1:
+            break
+    if owed < 1:
+        print(f"warning: no gradient update will happen: by --total-steps {args.total_steps} the loop never owes "
+              f"one (--learning-starts {args.learning_starts}, --batch-size {args.batch_size}, --updates-per-step "
+              f"{args.updates_per_step}), so the policy stays the initial one", file=sys.stderr)
     if args.eval_every > last:
         print(f"warning: --eval-every {args.eval_every} is above --total-steps {args.total_steps}: only the "
               "initial policy (step 0) is evaluated", file=sys.stderr)

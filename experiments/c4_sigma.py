@@ -34,7 +34,10 @@ def between_agent_corr(sigma, n):
 def read_sigma(path):
     """{step, sigma} of a covariance.npz: a step per evaluation and a square Sigma for each; else an error."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # one .npy array under the .npz name
+            raise ValueError("one array, not an .npz archive")
+        with z:
             out = {k: z[k] for k in ("step", "sigma")}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise SystemExit(f"error: cannot read {path} as iac.py's covariance.npz (arrays step and sigma): "

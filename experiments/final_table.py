@@ -13,9 +13,6 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import runlib  # noqa: E402
-
 
 def read_eval(run_dir):
     """[(step, eval_return)] of a run folder's eval.csv; a missing or unreadable one is an error."""
@@ -68,6 +65,9 @@ def check_window_and_out(p, a):
     lo, hi = a.window
     if not 0 <= lo < hi:
         p.error(f"--window {lo} {hi}: give 0 <= LO < HI")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import runlib  # torch with it: only the figure scripts need it
+
     runlib.check_out_file(p, "out", a.out + ".png", ".png")
     return lo, hi
 

@@ -26,6 +26,9 @@ RENAME = {"ddpg_mix": "ddpg_mix-alg1"}  # the cell names of the figure (experime
 
 
 def window_mean(path):
+    with open(path) as f:
+        if sum(1 for line in f if line.strip()) < 2:  # a header only: a run that has not evaluated yet
+            return None
     rows = read_eval_csv(path)
     if not rows or rows[-1][0] < STEPS:
         return None

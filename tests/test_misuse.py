@@ -74,7 +74,8 @@ def test_a_plain_pickle_given_as_checkpoint_says_so_without_torchs_warning(tmp_p
     r = subprocess.run([sys.executable, "iac.py", "--resume", str(path)], cwd=HERE, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "Warning" not in r.stderr and "not a checkpoint written by iac.py" in r.stderr, r.stderr
+    assert "not a checkpoint written by iac.py" in r.stderr, r.stderr
+    assert not any(w in r.stderr for w in ("weights_only", "torch.load", "UserWarning")), r.stderr
 
 
 # ---------------------------------------------------------------- budgets and outputs
@@ -86,6 +87,30 @@ def test_a_budget_that_never_updates_or_never_evaluates_warns(tmp_path, capsys):
     run([*SW, "--total-steps", "100", "--runs-dir", str(tmp_path / "ok")])
     err = capsys.readouterr().err
     assert "no gradient update" not in err and "only the initial policy" not in err
+
+
+@pytest.mark.parametrize("flags, idle", [
+    (["--total-steps", "50", "--updates-per-step", "0.01"], True),     # owes half an update by the end
+    (["--total-steps", "130", "--updates-per-step", "0.01"], False),    # steps 16..130 owe 1.15
+    (["--total-steps", "25", "--updates-per-step", "0.1"], True),       # steps 16..25: ten tenths sum to 0.999...
+    (["--total-steps", "26", "--updates-per-step", "0.1"], False),      # and the eleventh reaches 1
+    (["--total-steps", "15", "--batch-size", "16"], True),
+    (["--total-steps", "16", "--batch-size", "16"], False),
+    (["--total-steps", "40", "--num-envs", "8", "--learning-starts", "33"], False),  # the loop's last step is 40
+    (["--total-steps", "32", "--num-envs", "8", "--learning-starts", "33"], True),
+])
+def test_the_idle_budget_warning_counts_as_the_loop_does(flags, idle, monkeypatch, capsys, tmp_path):
+    import iac
+
+    args = iac.parse_args([*SW, "--runs-dir", str(tmp_path), *flags])
+    runlib.warn_idle_budget(args)
+    warned = "no gradient update will happen" in capsys.readouterr().err
+    assert warned == idle
+    calls = []  # and the loop agrees: count its updates in a real run
+    real = iac.update
+    monkeypatch.setattr(iac, "update", lambda *a, **k: calls.append(1) or real(*a, **k))
+    iac.train(args)
+    assert bool(calls) != idle
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder no one can write in")
@@ -100,9 +125,20 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(argv):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot create a folder" in r.stderr, r.stderr
 
 
+def test_running_out_of_memory_is_one_line_and_nothing_else_is_taken_for_it():
+    with pytest.raises(SystemExit) as e, runlib.one_line_errors():
+        torch.zeros(10**17, dtype=torch.long)  # no machine has this: the allocator refuses at once
+    assert "out of memory" in str(e.value.code)
+    with pytest.raises(RuntimeError, match="shape"), runlib.one_line_errors():
+        torch.zeros(2, 3) @ torch.zeros(2, 3)
+    with pytest.raises(RuntimeError, match="can't allocate"), runlib.fits_its_settings("x.pt"):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+
 def test_an_evaluation_too_large_for_memory_is_one_line():
+    # 10^17 episodes: the env's first tensor (8e17 bytes) is refused before anything is touched, on any machine
     r = subprocess.run([sys.executable, "iac.py", "--eval-only", "--checkpoint",
-                        os.path.join("tests", "data", "checkpoint_v1.pt"), "--eval-episodes", "1000000000"],
+                        os.path.join("tests", "data", "checkpoint_v1.pt"), "--eval-episodes", str(10**17)],
                        cwd=HERE, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr and "out of memory" in r.stderr, r.stderr
     assert "--eval-episodes" in r.stderr
@@ -136,10 +172,19 @@ def test_a_damaged_eval_csv_is_one_line_in_every_analysis_script(tmp_path, text,
     assert words in _exit_message(final_table.window_mean, runs[0], 0, 100)
 
 
+def _npy(array):  # one array in .npy form, as np.save writes it
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("write, words", [
     (lambda p: p.write_bytes(b""), "cannot read"),
     (lambda p: p.write_text("not numpy"), "cannot read"),
     (lambda p: np.savez(p, other=np.zeros(3)), "cannot read"),
+    (lambda p: p.write_bytes(_npy(np.zeros((2, 4, 4)))), "not an .npz archive"),
     (lambda p: np.savez(p, step=np.arange(2), sigma=np.zeros((2, 3, 4))), "one square Sigma"),
 ])
 def test_a_damaged_covariance_npz_is_one_line(tmp_path, write, words):
