@@ -107,13 +107,19 @@ def _legacy_globals():
             type(np.dtype(np.float32)), type(np.dtype(np.float64))]
 
 
+def _safe_load(path, mmap=False):
+    """torch.load on the CPU with the weights-only unpickler and our allow-list, without torch's warnings
+    (about a plain pickle, say), which say nothing to a user."""
+    with torch.serialization.safe_globals(_legacy_globals()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
+
+
 def load_checkpoint(path):
     """Load a checkpoint on the CPU with torch's weights-only unpickler and our allow-list; a file that
     is not ours, or that holds anything else, stops the program with a clear message."""
     try:
-        with torch.serialization.safe_globals(_legacy_globals()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's own warnings about a plain pickle say nothing to a user
-            ckpt = torch.load(path, weights_only=True, map_location="cpu")
+        ckpt = _safe_load(path)
     except pickle.UnpicklingError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         culprit = [line for line in lines if "GLOBAL" in line]
@@ -146,9 +152,7 @@ def load_checkpoint(path):
 def checkpoint_step(path):
     """The env step of the checkpoint at path, read without loading its tensors; None when it is unreadable."""
     try:
-        with torch.serialization.safe_globals(_legacy_globals()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            step = torch.load(path, weights_only=True, map_location="cpu", mmap=True).get("step")
+        step = _safe_load(path, mmap=True).get("step")
     except Exception:  # what cannot be read is not a newer run's checkpoint to protect
         return None
     return step if isinstance(step, int) else None
@@ -519,11 +523,10 @@ def check_args(p, args, env_sizes, check_env):
         p.error(f"--rank m must be in 1..n*d = {n * d} for {args.env} (Eq. 12: L is nd x m), got {args.rank}")
     if not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."):
         p.error(f"--exp-name {args.exp_name!r}: give a plain name (it becomes part of a folder name)")
-    if not args.eval_only:  # --eval-only writes nothing there
+    if not args.eval_only:  # --eval-only writes nothing into --runs-dir and keeps no buffer
         check_out_dir(p, "runs_dir", args.runs_dir)
-    if not args.eval_only:
         check_memory(p, args, n, d, o, S)
-    if args.eval_only:
+    else:
         if not args.checkpoint:
             p.error("--eval-only needs --checkpoint PATH")
         check_in_file(p, "checkpoint", args.checkpoint)
@@ -949,7 +952,7 @@ class Logger:
         if run.resume is not None:  # the curve up to the checkpoint, also in a new --runs-dir before its next evaluation
             for k in range(self.K):
                 self._write_curve(k)
-        if run.resume is None:
+        else:
             print("settings: " + " ".join(f"{flag(k)}={v}" for k, v in run.settings.items()), flush=True)
             if self.K > 1:
                 print(f"population of {self.K} runs, one process: {', '.join(run.run_dirs)}; checkpoint "
