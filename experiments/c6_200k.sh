@@ -36,9 +36,11 @@ case "$ENV" in
 esac
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: SEEDS=$SEEDS: give seeds as 1,2,3,4,5" >&2; exit 2; }
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "error: STEPS=$STEPS: give a positive whole number" >&2; exit 2; }
+for cell in "$@"; do
+  [[ " ${ORDER[*]} " == *" $cell "* ]] || { echo "error: unknown cell $cell for $ENV (one of ${ORDER[*]})" >&2; exit 2; }
+done
 mkdir -p "$RUNS/logs"
 for cell in "${@:-${ORDER[@]}}"; do
-  [[ -n "${CELLS[$cell]+x}" ]] || { echo "error: unknown cell $cell (one of ${ORDER[*]})" >&2; exit 2; }
   pop="${ENV}__${cell}__seeds-${SEEDS//,/-}"
   last_seed=${SEEDS##*,}
   last=$(tail -n 1 "$RUNS/${ENV}__${cell}__${last_seed}/eval.csv" 2>/dev/null | cut -d, -f1 || true)

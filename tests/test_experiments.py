@@ -208,3 +208,39 @@ def test_leave_one_out_summary_groups_by_name_and_tests_each_against_the_referen
     with pytest.raises(SystemExit) as e:
         loo.main([str(tmp_path), "--ref", "x", "--out", out])
     assert "<env>__<exp-name>__<seed>" in str(e.value.code)
+
+
+def _grid(tmp_path, *cells, **env):
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    e = dict(os.environ, RUNS=str(tmp_path / "runs"), **env)
+    return subprocess.run(["bash", os.path.join(root, "experiments", "c6_200k.sh"), *cells], env=e,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("cells, env, message", [
+    (["iac-alg1"], {"ENV": "simple_spread"}, "ENV=simple_spread"),
+    (["iac-alg1"], {"SEEDS": "1 2"}, "SEEDS=1 2"),
+    (["iac-alg1"], {"STEPS": "2e5"}, "STEPS=2e5"),
+    (["siaq"], {"ENV": "po_predator_prey"}, "unknown cell siaq"),
+])
+def test_the_200k_grid_refuses_bad_settings_in_one_line(cells, env, message, tmp_path):
+    r = _grid(tmp_path, *cells, **env)
+    assert r.returncode == 2 and message in r.stderr and not (tmp_path / "runs").exists()
+
+
+def test_the_200k_grid_trains_a_population_resumes_it_and_skips_it_when_complete(tmp_path):
+    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="1000", SEEDS="1,2")
+    assert r.returncode == 0 and "--seeds 1,2 --total-steps 1000" in r.stdout
+    runs = tmp_path / "runs"
+    first = (runs / "predator_prey__ddpg_mix-alg1__2" / "eval.csv").read_text()
+    assert first.splitlines()[-1].startswith("1000,")
+    assert (runs / "predator_prey__ddpg_mix-alg1__seeds-1-2" / "checkpoint.pt").is_file()
+    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="1000", SEEDS="1,2")  # complete: skipped, nothing rewritten
+    assert r.returncode == 0 and "ddpg_mix-alg1: complete" in r.stdout
+    assert (runs / "predator_prey__ddpg_mix-alg1__2" / "eval.csv").read_text() == first
+    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="2000", SEEDS="1,2")  # a longer budget resumes the population
+    assert r.returncode == 0 and "--resume" in r.stdout
+    longer = (runs / "predator_prey__ddpg_mix-alg1__2" / "eval.csv").read_text()
+    assert longer.startswith(first) and longer.splitlines()[-1].startswith("2000,")
