@@ -27,7 +27,12 @@ env and the buffer); they are scaled to the env's bounds only when the env is st
 import argparse
 import math
 import os
+import signal
 import sys
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C while
+    # torch loads, before training starts: stop quietly (nothing to save yet)
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
 import torch
 import torch.nn as nn

@@ -31,7 +31,9 @@ import os
 import shlex
 import shutil
 import subprocess
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -160,18 +162,50 @@ def command(job):
     return cmd
 
 
+RUNNING, STOP = {}, threading.Event()  # the training processes now running; set when the tier is interrupted
+LOCK = threading.Lock()
+
+
 def execute(job, log_dir):
-    """Run (or resume) one training job; its output goes to a log file. Returns (job, ok, seconds)."""
-    job["started"] = True
+    """Run (or resume) one training job; its output is appended to its log file. Returns (job, ok, seconds);
+    ok is None for a job not started because the tier was interrupted. Each job runs in its own session, so
+    that a Ctrl-C reaches it once, forwarded by interrupt() (a second one would stop it without saving)."""
     cmd = command(job)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per job
     t0 = time.time()
-    with open(os.path.join(log_dir, job["name"] + ".log"), "w") as log:
+    with LOCK:
+        if STOP.is_set():
+            return job, None, 0.0
+        job["started"] = True
+        log = open(os.path.join(log_dir, job["name"] + ".log"), "a")
         log.write(shlex.join(cmd) + "\n")
         log.flush()
-        ok = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+        proc = RUNNING[job["name"]] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                       start_new_session=True)
+    with log:
+        ok = job["ok"] = proc.wait() == 0
+        RUNNING.pop(job["name"], None)
     job["finished"] = True
     return job, ok, time.time() - t0
+
+
+def interrupt(signum=signal.SIGINT, frame=None):
+    """Ctrl-C or SIGTERM: start no further job, pass the signal once to each running one (it finishes its
+    step, writes its checkpoint and exits), then stop (KeyboardInterrupt in the main thread)."""
+    with LOCK:
+        first = not STOP.is_set()
+        STOP.set()
+        running = list(RUNNING.values())
+    if first:
+        for proc in running:
+            try:
+                proc.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        os.write(2, f"\n{signal.Signals(signum).name}: no further job starts; the {len(running)} running "
+                    f"job(s) save their checkpoints and stop\n".encode())
+        raise KeyboardInterrupt
+    os.write(2, b"still waiting for the running jobs to save their checkpoints\n")
 
 
 def collect(run, data_dir):
@@ -346,21 +380,35 @@ def main(argv=None):
         print(f"{args.tier} tier: {len(runs)} runs, {len(runs) - n_todo} already complete, {n_todo} to run as "
               f"{len(todo)} job(s), {args.jobs} at a time; logs in {log_dir}", flush=True)
         failed, i = [], 0
-        with cf.ThreadPoolExecutor(args.jobs) as pool:  # the jobs start in the tier's order
-            pending = {pool.submit(execute, job, log_dir) for job in todo}
-            while pending:
-                done, pending = cf.wait(pending, timeout=STATUS_EVERY, return_when=cf.FIRST_COMPLETED)
-                if not done:  # a long tier says where it stands every STATUS_EVERY seconds
-                    print(status_line(todo, i, t_start), flush=True)
-                for future in done:
-                    job, ok, secs = future.result()
-                    i += 1
-                    print(f"[{i}/{len(todo)}] {job['name']}: {'done' if ok else 'FAILED'} in {secs:.0f}s", flush=True)
-                    if ok:
-                        for r in job["members"]:
-                            collect(r, data_dir)
-                    else:
-                        failed.append(job["name"])
+        STOP.clear()
+        previous = {}  # (signals reach only the main thread)
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with cf.ThreadPoolExecutor(args.jobs) as pool:  # the jobs start in the tier's order
+                pending = {pool.submit(execute, job, log_dir) for job in todo}
+                while pending:
+                    done, pending = cf.wait(pending, timeout=STATUS_EVERY, return_when=cf.FIRST_COMPLETED)
+                    if not done:  # a long tier says where it stands every STATUS_EVERY seconds
+                        print(status_line(todo, i, t_start), flush=True)
+                    for future in done:
+                        job, ok, secs = future.result()
+                        i += 1
+                        print(f"[{i}/{len(todo)}] {job['name']}: {'done' if ok else 'FAILED'} in {secs:.0f}s",
+                              flush=True)
+                        if ok:
+                            for r in job["members"]:
+                                collect(r, data_dir)
+                        else:
+                            failed.append(job["name"])
+        except KeyboardInterrupt:  # leaving the pool above waited for the running jobs to save and stop
+            done = sum(bool(job.get("ok")) for job in todo)
+            stopped = sum(bool(job.get("started")) for job in todo) - done
+            sys.exit(f"interrupted: {done} of {len(todo)} job(s) complete; the {stopped} running stopped, each with a "
+                     f"checkpoint if it had begun training; the same command carries on from there")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if failed:
             print(f"{len(failed)} run(s) failed; see their logs in {log_dir}: {', '.join(failed)}", file=sys.stderr)
     for r in runs:  # also runs finished elsewhere (--list on a cluster)

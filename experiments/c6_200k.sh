@@ -35,13 +35,16 @@ case "$ENV" in
   *) echo "error: ENV=$ENV: C6 is predator_prey, C7 po_predator_prey" >&2; exit 2 ;;
 esac
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: SEEDS=$SEEDS: give seeds as 1,2,3,4,5" >&2; exit 2; }
-[[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "error: STEPS=$STEPS: give a positive whole number" >&2; exit 2; }
+SEEDS=$(echo "$SEEDS" | awk -F, '{for (i = 1; i <= NF; i++) printf "%s%d", (i > 1 ? "," : ""), $i}')  # 01 -> 1
+[[ "$STEPS" =~ ^[1-9][0-9]*$ ]] && (( STEPS % 1000 == 0 )) ||
+  { echo "error: STEPS=$STEPS: give a multiple of 1000 (the evaluation interval; a cell is complete at its last one)" >&2; exit 2; }
 for cell in "$@"; do
   [[ " ${ORDER[*]} " == *" $cell "* ]] || { echo "error: unknown cell $cell for $ENV (one of ${ORDER[*]})" >&2; exit 2; }
 done
 mkdir -p "$RUNS/logs"
 for cell in "${@:-${ORDER[@]}}"; do
   pop="${ENV}__${cell}__seeds-${SEEDS//,/-}"
+  [[ "$SEEDS" == *,* ]] || pop="${ENV}__${cell}__${SEEDS}"  # one seed: a plain run folder
   last_seed=${SEEDS##*,}
   last=$(tail -n 1 "$RUNS/${ENV}__${cell}__${last_seed}/eval.csv" 2>/dev/null | cut -d, -f1 || true)
   if [[ "$last" =~ ^[0-9]+$ ]] && (( last >= STEPS )); then echo "$cell: complete"; continue; fi
@@ -53,5 +56,10 @@ for cell in "${@:-${ORDER[@]}}"; do
 --save-model --checkpoint-every 10000 --no-progress"
   fi
   echo "$(date -u +%FT%TZ) $cmd"
-  OMP_NUM_THREADS=1 $cmd > "$RUNS/logs/$pop.log" 2>&1
+  log="$RUNS/logs/$pop.log"  # appended: a resumed cell keeps the log of its earlier segments
+  if ! OMP_NUM_THREADS=1 $cmd >> "$log" 2>&1; then
+    echo "error: $cell stopped; the end of $log:" >&2
+    tail -n 3 "$log" >&2
+    exit 1
+  fi
 done

@@ -32,5 +32,5 @@ for cell in "${@:-${ORDER[@]}}"; do
     cmd="python iac.py $PRESET ${CELLS[$cell]} --env predator_prey --seeds 1,2,3 --total-steps $STEPS --exp-name $cell --runs-dir $RUNS --save-model --checkpoint-every 10000 --no-progress"
   fi
   echo "$cmd"
-  OMP_NUM_THREADS=1 $cmd > "$RUNS/logs/predator_prey__${cell}__seeds-1-2-3.log" 2>&1
+  OMP_NUM_THREADS=1 $cmd >> "$RUNS/logs/predator_prey__${cell}__seeds-1-2-3.log" 2>&1  # appended over resumes
 done

@@ -223,6 +223,7 @@ def _grid(tmp_path, *cells, **env):
     (["iac-alg1"], {"ENV": "simple_spread"}, "ENV=simple_spread"),
     (["iac-alg1"], {"SEEDS": "1 2"}, "SEEDS=1 2"),
     (["iac-alg1"], {"STEPS": "2e5"}, "STEPS=2e5"),
+    (["iac-alg1"], {"STEPS": "1500"}, "multiple of 1000"),
     (["siaq"], {"ENV": "po_predator_prey"}, "unknown cell siaq"),
 ])
 def test_the_200k_grid_refuses_bad_settings_in_one_line(cells, env, message, tmp_path):
@@ -230,17 +231,26 @@ def test_the_200k_grid_refuses_bad_settings_in_one_line(cells, env, message, tmp
     assert r.returncode == 2 and message in r.stderr and not (tmp_path / "runs").exists()
 
 
-def test_the_200k_grid_trains_a_population_resumes_it_and_skips_it_when_complete(tmp_path):
-    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="1000", SEEDS="1,2")
-    assert r.returncode == 0 and "--seeds 1,2 --total-steps 1000" in r.stdout
+@pytest.mark.parametrize("seeds, given, folder", [("1,2", "1,2", "seeds-1-2"), ("1", "01", "1")])
+def test_the_200k_grid_trains_a_population_resumes_it_and_skips_it_when_complete(seeds, given, folder, tmp_path):
+    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="1000", SEEDS=given)
+    assert r.returncode == 0 and f"--seeds {seeds} --total-steps 1000" in r.stdout
     runs = tmp_path / "runs"
-    first = (runs / "predator_prey__ddpg_mix-alg1__2" / "eval.csv").read_text()
+    last = seeds.split(",")[-1]
+    first = (runs / f"predator_prey__ddpg_mix-alg1__{last}" / "eval.csv").read_text()
     assert first.splitlines()[-1].startswith("1000,")
-    assert (runs / "predator_prey__ddpg_mix-alg1__seeds-1-2" / "checkpoint.pt").is_file()
-    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="1000", SEEDS="1,2")  # complete: skipped, nothing rewritten
+    assert (runs / f"predator_prey__ddpg_mix-alg1__{folder}" / "checkpoint.pt").is_file()
+    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="1000", SEEDS=given)  # complete: skipped, nothing rewritten
     assert r.returncode == 0 and "ddpg_mix-alg1: complete" in r.stdout
-    assert (runs / "predator_prey__ddpg_mix-alg1__2" / "eval.csv").read_text() == first
-    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="2000", SEEDS="1,2")  # a longer budget resumes the population
+    assert (runs / f"predator_prey__ddpg_mix-alg1__{last}" / "eval.csv").read_text() == first
+    r = _grid(tmp_path, "ddpg_mix-alg1", STEPS="2000", SEEDS=given)  # a longer budget resumes the population
     assert r.returncode == 0 and "--resume" in r.stdout
-    longer = (runs / "predator_prey__ddpg_mix-alg1__2" / "eval.csv").read_text()
+    longer = (runs / f"predator_prey__ddpg_mix-alg1__{last}" / "eval.csv").read_text()
     assert longer.startswith(first) and longer.splitlines()[-1].startswith("2000,")
+    log = (runs / "logs" / f"predator_prey__ddpg_mix-alg1__{folder}.log").read_text()
+    assert log.count("settings:") == 1 and "resumed" in log  # the log of each segment is kept
+
+
+def test_the_200k_grid_shows_why_a_cell_stopped(tmp_path):
+    r = _grid(tmp_path, "maac", STEPS="1000", SEEDS="1,2,1")
+    assert r.returncode == 1 and "error: maac stopped" in r.stderr and "repeats a seed" in r.stderr

@@ -229,3 +229,34 @@ def test_fig7_saved_steps_where_ddpg_mix_reaches_the_threshold_final_differences
     plots.fig7(runs, str(tmp_path / "unreached"), str(tmp_path))
     rows = [(r["env"], r["measure"], r["algo"], float(r["value"])) for r in _rows(tmp_path / "fig7_ablations.csv")]
     assert rows == [("predator_prey", "diff_return", "iac", 90 - 45), ("predator_prey", "diff_return", "iac", 10 - 45)]
+
+
+def test_ctrl_c_stops_the_tier_starts_no_further_job_and_each_running_job_saves(tmp_path):
+    """A Ctrl-C (SIGINT to the terminal's process group) reaches reproduce.py only, which passes it once to
+    each running job (in its own session: a second signal would stop it without saving) and starts no more."""
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    logs = runs / "quick" / "logs"
+    p = subprocess.Popen([sys.executable, "reproduce.py", "--quick", "--jobs", "1", "--runs-dir", str(runs),
+                          "--out", str(tmp_path / "figures")], cwd=os.path.dirname(reproduce.__file__),
+                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until a job's training has begun (the first simple_world run takes ~8 s)
+        begun = [f for f in logs.glob("*.log") if "settings:" in f.read_text()] if logs.is_dir() else []
+        if begun:
+            break
+        time.sleep(0.2)
+    assert begun, "no job began training"
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and "interrupted:" in err and "the same command carries on" in err
+    job_logs = sorted(logs.glob("*.log"))
+    assert 1 <= len(job_logs) <= 2  # the job running then, and at most the next (begun before the signal landed)
+    texts = [f.read_text() for f in job_logs]
+    assert not any("Traceback" in t for t in [out, err, *texts])
+    last = texts[-1]  # the job stopped by the forwarded signal saved, or it had just completed
+    assert "interrupted at step" in last or "eval_return" not in last
+    r = subprocess.run(["pgrep", "-f", str(runs)], capture_output=True)
+    assert r.returncode == 1, "a training process outlived reproduce.py"
