@@ -255,6 +255,11 @@ def _main(argv):
                     f"{saved}, or without --algo")
         args.algo = saved
         return iac.train(args, MAACCritic if saved == "maac" else None)
+    if known.algo is None and "--eval-only" in rest:  # as for --resume: the checkpoint knows its method
+        ckpt = iac.parse_args(rest).checkpoint  # checks that --checkpoint is given and exists
+        known.algo = getattr(runlib.load_checkpoint(ckpt)["args"], "algo", None)
+        if known.algo is None:
+            p.error(f"--checkpoint {ckpt}: this checkpoint names no --algo (an iac.py run?): evaluate it with iac.py")
     if known.algo is None:
         p.error("--algo is required")
     if known.algo in MATRIX_ALGOS:

@@ -367,12 +367,18 @@ def plot_runs(run_dirs, out, title=None):
     `python plots.py runs/<run> [runs/<run> ...] --out curves.png`"""
     if not out.endswith(".png"):
         raise SystemExit(f"error: --out {out}: give a .png path")
-    groups = {}
+    groups, seen = {}, {}
     for d in dict.fromkeys(os.path.realpath(d) for d in run_dirs):  # a run named twice (RUN, RUN/) counts once
+        if os.path.basename(d) == "eval.csv" and os.path.isfile(d):  # the run's eval.csv itself: its folder
+            d = os.path.dirname(d)
         path = os.path.join(d, "eval.csv")
         if not os.path.isfile(path):
             raise SystemExit(f"error: {path} not found: give run folders written by iac.py / baselines.py")
         name = os.path.basename(os.path.normpath(d))
+        if name in seen:  # same method and seed: averaging them would count one seed twice
+            raise SystemExit(f"error: {seen[name]} and {d} are both the run {name} (same env, name and seed), "
+                             "from different folders; plot them in separate calls")
+        seen[name] = d
         groups.setdefault(name.rsplit("__", 1)[0], []).append((name, read_eval(path)))
     fig, ax = plt.subplots(figsize=(7, 4))
     rows = []

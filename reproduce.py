@@ -293,6 +293,8 @@ def check_cluster_flags(p, args):
             p.error(f"--slurm-param {kv!r}: give KEY=VALUE, e.g. account=abc")
     if args.status and (args.list or args.plot_only):
         p.error("--status only reports; drop --list / --plot-only")
+    if args.list and args.plot_only:
+        p.error("--list only prints the training commands; drop --plot-only (or --list, to draw)")
 
 
 def main(argv=None):

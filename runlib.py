@@ -18,6 +18,7 @@ and none of it imports the project (what it needs of the method, it is given).
 import argparse
 import contextlib
 import csv
+import glob
 import math
 import os
 import pickle
@@ -237,9 +238,22 @@ def check_in_file(p, name, path):
         hint = f"; its checkpoint is {inside}" if os.path.isfile(inside) else ""
         p.error(f"{flag(name)} {path}: is a folder, not a checkpoint file{hint}")
     if not os.path.isfile(path):
-        p.error(f"{flag(name)} {path}: no such file")
+        p.error(f"{flag(name)} {path}: no such file{population_hint(path)}")
     if not os.access(path, os.R_OK):
         p.error(f"{flag(name)} {path}: not readable")
+
+
+def population_hint(path):
+    """A checkpoint looked for in a population member's folder (<env>__<exp>__<seed>/): the population's
+    checkpoint lies in <env>__<exp>__seeds-<seeds>/, which a hint names."""
+    run_dir = os.path.dirname(os.path.abspath(path))
+    stem, _, seed = os.path.basename(run_dir).rpartition("__")
+    if not (stem and seed.isdigit()):
+        return ""
+    for d in sorted(glob.glob(os.path.join(glob.escape(os.path.dirname(run_dir)), glob.escape(stem) + "__seeds-*"))):
+        if str(int(seed)) in d.rpartition("__seeds-")[2].split("-") and os.path.isfile(os.path.join(d, "checkpoint.pt")):
+            return f"; {run_dir} is a member of a population, whose checkpoint is {os.path.join(d, 'checkpoint.pt')}"
+    return ""
 
 
 def out_of_memory(e):
@@ -774,7 +788,14 @@ class Run:
                          f"the same run's newer checkpoint (step {newer:,}). Resume that one, or pass --runs-dir "
                          "NEW_FOLDER to branch off from the older step there")
         for folder in dict.fromkeys((*self.run_dirs, ckpt_dir)):
-            os.makedirs(folder, exist_ok=True)
+            try:  # a real write, as in check_out_dir: a read-only mount or folder is found here, not mid-run
+                os.makedirs(folder, exist_ok=True)
+                fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+                os.close(fd)
+                os.remove(probe)
+            except OSError as e:
+                hint = " Pass --runs-dir NEW_FOLDER to continue the run there" if resume is not None else ""
+                sys.exit(f"error: cannot write into the run folder {folder} ({e.strerror or e}).{hint}")
             aside = None if resume is not None else set_aside_earlier_run(folder)
             if aside:
                 print(f"warning: {folder} held an earlier run; this fresh run starts over and its files are moved "

@@ -121,6 +121,7 @@ CASES = [
     # reproduce.sh
     ("reproduce.sh", ["--jobs", "0"], "--jobs"),
     ("reproduce.sh", ["--seeds", "0"], "--seeds"),
+    ("reproduce.sh", ["--quick", "--list", "--plot-only"], "--plot-only"),
     ("reproduce.sh", ["--seeds", "100000"], "--seeds"),
     ("reproduce.sh", ["--quick", "--out", "{tmp}/file"], "--out"),
     ("reproduce.sh", ["--quick", "--runs-dir", "{tmp}/file"], "--runs-dir"),

@@ -205,3 +205,45 @@ def test_issue9_summary_writes_where_it_is_told_and_says_what_it_copied(tmp_path
     assert "1 complete" in capsys.readouterr().err
     assert (out / "data" / "predator_prey__iac-alg1__1" / "eval.csv").is_file()
     assert (out / "factors_100k.csv").read_text().splitlines()[1].startswith("iac-alg1,1,95.5")
+
+
+def test_resuming_in_a_folder_that_cannot_be_written_is_one_line_before_anything_runs(tmp_path, monkeypatch):
+    """A read-only mount (or an immutable folder) is found before "resumed", not by TensorBoard's thread or
+    the first eval.csv write; root's permission bits say nothing, so the probe is a real write (faked here)."""
+    import errno
+    import tempfile
+
+    runs = str(tmp_path / "runs")
+    run([*SW, "--total-steps", "200", "--save-model", "--runs-dir", runs])
+    folder = os.path.join(runs, os.listdir(runs)[0])
+    before = sorted(os.listdir(folder)), (tmp_path / "runs" / os.path.basename(folder) / "eval.csv").read_text()
+    real = tempfile.mkstemp
+
+    def read_only(*a, dir=None, **k):
+        if dir is not None and os.path.abspath(dir).startswith(runs):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    msg = _exit_message(run, ["--resume", os.path.join(folder, "checkpoint.pt"), "--total-steps", "300"])
+    assert msg.startswith("error: cannot write into the run folder") and "Read-only" in msg and "--runs-dir" in msg
+    assert (sorted(os.listdir(folder)), (tmp_path / "runs" / os.path.basename(folder) / "eval.csv").read_text()) == before
+    monkeypatch.setattr(tempfile, "mkstemp", real)
+    run(["--resume", os.path.join(folder, "checkpoint.pt"), "--total-steps", "300"])  # writable again: it resumes
+    assert ckpt_of(folder)["step"] == 300
+
+
+def test_a_population_members_folder_points_to_the_populations_checkpoint_and_baselines_eval_reads_its_algo(
+        tmp_path, capsys):
+    import baselines
+
+    runs = str(tmp_path / "runs")
+    baselines.main(["--algo", "ddpg_mix", *SW, "--seeds", "1,2", "--total-steps", "200", "--save-model",
+                    "--runs-dir", runs])
+    pop = os.path.join(runs, "simple_world__ddpg_mix__seeds-1-2", "checkpoint.pt")
+    msg = _exit_message(baselines.main, ["--resume", os.path.join(runs, "simple_world__ddpg_mix__2", "checkpoint.pt")])
+    assert "is a member of a population, whose checkpoint is " + pop in capsys.readouterr().err or pop in msg
+    capsys.readouterr()
+    baselines.main(["--eval-only", "--checkpoint", pop])  # no --algo: the checkpoint names it
+    out = capsys.readouterr().out
+    assert "simple_world__ddpg_mix__1 step 200" in out and "simple_world__ddpg_mix__2 step 200" in out

@@ -120,6 +120,14 @@ def test_plot_runs_draws_any_runs_and_rejects_a_folder_without_eval_csv(tmp_path
         plots.plot_runs([tmp_path], str(out))
     with pytest.raises(SystemExit, match="give a .png"):
         plots.plot_runs([tmp_path / "pp__iac__1"], str(tmp_path / "curves.pdf"))
+    plots.plot_runs([tmp_path / "pp__iac__1" / "eval.csv", tmp_path / "pp__iac__2"], str(out))  # a run's eval.csv
+    with open(tmp_path / "fig" / "curves.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 5
+    other = tmp_path / "elsewhere" / "pp__iac__1"  # the same name and seed from another --runs-dir
+    other.mkdir(parents=True)
+    (other / "eval.csv").write_text("step,eval_return\n0,9.0\n")
+    with pytest.raises(SystemExit, match="both the run pp__iac__1"):
+        plots.plot_runs([tmp_path / "pp__iac__1", other], str(out))
 
 
 def test_plot_runs_means_seeds_at_the_steps_they_share(tmp_path, monkeypatch):
