@@ -327,6 +327,15 @@ def test_preset_authors_sets_every_item_and_explicit_flags_win():
         "individual", "learned", "tanh", "qtot", 2)
 
 
+def test_preset_paper_is_algorithm_1_item_by_item_and_undoes_nothing_given_by_hand():
+    plain, paper = vars(iac.parse_args([])), vars(iac.parse_args(["--preset", "paper"]))
+    assert set(iac.PRESETS["paper"]) == set(iac.PRESETS["authors"])  # every item the authors' reading changes
+    assert {k for k in plain if plain[k] != paper[k]} == {"preset", "explicit"}
+    assert all(iac.PRESETS["paper"][k] != v for k, v in iac.PRESETS["authors"].items())
+    args = iac.parse_args(["--preset", "paper", "--critic", "attention_shared", "--mixer-state", "obs"])
+    assert (args.critic, args.mixer_state, args.actor_objective) == ("attention_shared", "obs", "qtot")
+
+
 def test_mixer_state_obs_feeds_the_concatenated_observations():
     args = iac.parse_args(["--env", "predator_prey", "--mixer-state", "obs"])
     env = iac.make_env(args, 2, "cpu")
