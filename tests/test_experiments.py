@@ -147,11 +147,33 @@ def test_rliable_table_iqm_and_probability_of_improvement_by_hand(tmp_path, caps
     import rliable_table as rt
     a = _cell(tmp_path, "a", [11, 21, 31, 41, 51])  # window (0, 200]: the mean of 100 and 200 = the value
     b = _cell(tmp_path, "b", [3, 6, 9, 12, 15])
-    rows = rt.main(["--window", "0", "200", "--cell", "A", *a, "--cell", "B", *b, "--vs", "B", "--reps", "2000"])
+    c = _cell(tmp_path, "c", [1, 2, 3, 4, 60])
+    args = ["--window", "0", "200", "--cell", "A", *a, "--cell", "B", *b, "--cell", "C", *c, "--reps", "2000"]
+    rows = rt.main(args + ["--vs", "B"])
     by = {r["cell"]: r for r in rows}
     assert by["A"]["iqm"] == pytest.approx(31.0) and by["B"]["iqm"] == pytest.approx(9.0)  # the middle three's mean
-    assert by["A"]["p_improve"] == pytest.approx(23 / 25)  # A > B in 23 of the 25 pairs
+    assert by["C"]["iqm"] == pytest.approx(3.0)  # the outlier 60 is outside the interquartile range
+    assert by["A"]["p_vs_B"] == pytest.approx(23 / 25)  # A > B in 23 of the 25 pairs
+    assert by["C"]["p_vs_B"] == pytest.approx(6.5 / 25)  # C > B: 60 beats all 5, 4 beats 3, 3 ties 3 (a half)
+    assert "p_vs_B" not in by["B"]  # a cell against itself: no number
     assert by["A"]["iqm_lo"] < 31.0 < by["A"]["iqm_hi"]
+    # several references: one column set each, and each column as it is when asked for alone
+    out = tmp_path / "t.csv"
+    rows2 = {r["cell"]: r for r in rt.main(args + ["--vs", "B", "C", "--csv", str(out)])}
+    alone_c = {r["cell"]: r for r in rt.main(args + ["--vs", "C"])}
+    for k in ("A", "C"):
+        assert {q: rows2[k][q] for q in by[k] if q.startswith("p_vs_B")} == \
+            {q: by[k][q] for q in by[k] if q.startswith("p_vs_B")}
+    assert rows2["A"]["p_vs_C"] == alone_c["A"]["p_vs_C"] and rows2["B"]["p_vs_C"] == pytest.approx(1 - 6.5 / 25)
+    head = out.read_text().splitlines()[0].split(",")
+    assert head == ["cell", "runs", "iqm", "iqm_lo", "iqm_hi", "p_vs_B", "p_vs_B_lo", "p_vs_B_hi",
+                    "p_vs_C", "p_vs_C_lo", "p_vs_C_hi"]
+    printed = capsys.readouterr().out
+    assert "| P(cell > B) (95% CI) | P(cell > C) (95% CI) |" in printed
+    for bad, message in ((["--vs", "D"], "--vs D: not one of the cells"), (["--vs", "B", "B"], "given twice")):
+        with pytest.raises(SystemExit):
+            rt.main(args + bad)
+        assert message in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # a run without an evaluation in the window is an error
         rt.main(["--window", "300", "400", "--cell", "A", *a])
     assert "no evaluation in (300, 400]" in str(e.value.code)
