@@ -102,7 +102,8 @@ def continuous_args(algo, argv):
         flags = []  # the checkpoint holds the run's settings (main() checks a resumed run's method)
     elif not any(a == "--exp-name" or a.startswith("--exp-name=") for a in argv):
         flags.append(f"--exp-name={algo}")
-    args = iac.parse_args([*argv, *flags], preset_keys=iac.SHARED_PRESET_KEYS)
+    # the baselines follow the paper's reading where the two differ, whatever iac.py's defaults are
+    args = iac.parse_args([*argv, *flags], preset_keys=iac.SHARED_PRESET_KEYS, base=iac.PRESETS["paper"])
     args.algo = algo
     return args
 
@@ -232,7 +233,8 @@ def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
         description="Baselines of IAC. Continuous methods take every flag of iac.py (see python iac.py "
-        "--help) except the switches their preset sets.", add_help=False, allow_abbrev=False)
+        "--help) except the switches their preset sets; where the paper's and the authors' readings differ, "
+        "their defaults are the paper's (iac.py --preset paper).", add_help=False, allow_abbrev=False)
     p.add_argument("--algo", choices=[*PRESETS, *MATRIX_ALGOS],
                    help="method: a continuous preset of iac.py's grid, or the matrix game's qmix / qmixs")
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit")

@@ -11,7 +11,9 @@ arXiv 2102.06042. This file is the method and its training loop (Algorithm 1):
     every T = 200 updates.
 Three switches (--policy, --critic, --mixer) turn IAC into the paper's ablations and baselines, which
 `baselines.py` names. Where the authors' released code (github YiqinYang/IAC) reads the paper
-differently, a flag gives its reading, with the file and line, and --preset authors sets them all.
+differently, a flag gives its reading, with the file and line. The defaults are the authors' reading (ahead
+at 200k env steps with 5 seeds; README, "Which settings should I use?"); --preset paper gives Algorithm 1
+as written, item by item.
 What is not the method lives beside this file: flag checks, checkpoints, logging and the exits in
 runlib.py, populations (--seeds) in population.py, the environments in envs.py.
 
@@ -47,11 +49,19 @@ import runlib
 DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_prey": 200_000,
                  "po_predator_prey": 200_000}
 OWN_ENV_STEPS = 100_000  # a pz: / mamujoco: env's
-# --preset authors: where the authors' algorithm departs from the paper (docs/paper-vs-code.md, with file:line).
-# Their env's 5-D predator action is not part of the algorithm: it stays an env flag (--predator-action mpe5)
+# The two readings of the method, item by item. authors: where the authors' released algorithm departs from
+# the paper (docs/paper-vs-code.md, with file:line; their env's 5-D predator action is not part of the
+# algorithm: it stays an env flag, --predator-action mpe5). paper: Algorithm 1 as written (gradient clipping
+# at 10, where the paper is silent, is ours).
 PRESETS = {"authors": dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05,
                            squash="none", alpha=0.1, alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs",
-                           actor_objective="mean_q", grad_clip=0.0)}
+                           actor_objective="mean_q", grad_clip=0.0),
+           "paper": dict(critic="attention", cov_diag="learned", l_bound="none", rank=2, mean_noise=0.0,
+                         squash="tanh", alpha=None, alpha_decay=0.0, alpha_min=0.0, mixer_state="env",
+                         actor_objective="qtot", grad_clip=10.0)}
+# The reading `python iac.py` runs: the authors', clearly ahead of the paper's at 200k env steps with 5 seeds
+# (README, "Which settings should I use?", gives the rule and the numbers). The baselines keep the paper's.
+DEFAULT_READING = "authors"
 # what --preset authors sets for the baselines: the settings every method shares (the authors released IAC only)
 SHARED_PRESET_KEYS = ("mixer_state", "grad_clip", "alpha", "alpha_decay", "alpha_min")
 
@@ -62,6 +72,7 @@ def parser():
         "beyond --env, predator_prey trains for 200k env steps, about an hour on one CPU core.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     a = p.add_argument
+    R = PRESETS[DEFAULT_READING]  # the defaults of the items the two readings differ in
     a("--env", default="predator_prey", metavar="ENV",
       help=f"environment: one of Section 5.1's ({', '.join(envs.BUILTIN)}; the matrix game of Section 3 is in "
       "baselines.py), or your own: pz:<module>[:<callable>] builds any PettingZoo ParallelEnv with continuous "
@@ -93,16 +104,16 @@ def parser():
       help=f"env steps to train, counted over all copies (default per env: {DEFAULT_STEPS})")
     a("--num-envs", type=int, default=1, help="B parallel env copies; one step of each counts as one")
     a("--preset", default=None, choices=sorted(PRESETS),
-      help="authors: every setting of the authors' algorithm that differs from the paper (not their env's 5-D "
-      "actions: --predator-action mpe5); paper: Algorithm 1 as written (today's defaults); flags given "
-      "explicitly win")
+      help="paper: Algorithm 1 as written; authors: every setting of the authors' algorithm that differs "
+      "from the paper (not their env's 5-D actions: --predator-action mpe5). Without it: the "
+      f"{DEFAULT_READING}' reading, the defaults below. Flags given explicitly win")
     # --- the method grid: policy x critic x mixer ---
     a("--policy", default="joint", choices=["joint", "independent", "deterministic"],
       help="joint: Gaussian with collaborative exploration, Eq. (14); independent: per-agent "
       "Gaussians, Eq. (11) and (25); deterministic: mu_i(o_i) plus Gaussian exploration noise (DDPG)")
-    a("--critic", default="attention", choices=["attention", "attention_shared", "individual", "centralized"],
-      help="per-agent critic Q_i: attention over the other agents, Eq. (19)-(21), per-agent g_i and f_i; "
-      "attention_shared: the authors' one g, f and observation-only query encoder for all agents "
+    a("--critic", default=R["critic"], choices=["attention", "attention_shared", "individual", "centralized"],
+      help="per-agent critic Q_i: attention over the other agents, Eq. (19)-(21), per-agent g_i and f_i "
+      "(paper); attention_shared: the authors' one g, f and observation-only query encoder for all agents "
       "(IAC/critics.py:57-93); individual Q_i(o_i, u_i); centralized Q_i(o, u) as MADDPG")
     a("--mixer", default="qmix", choices=["qmix", "none"],
       help="qmix: Q_tot = MIX(Q_1..Q_n, s), Eq. (22); none: each Q_i regresses the team reward")
@@ -110,20 +121,22 @@ def parser():
       help="--mixer none: the other agents' actions in agent i's policy gradient: the current "
       "policies' (MAAC) or the replay buffer's (MADDPG)")
     # --- the joint policy, Section 4.1 ---
-    a("--rank", type=int, default=2,
-      help="rank m of the collaborative exploration matrix L (nd x m), Eq. (12) (authors: 1, common/utils.py:54)")
-    a("--cov-diag", default="learned", choices=["learned", "fixed"],
-      help="D of Sigma = L L^T + D, Eq. (12): learned: diag sigma_i(o_i)^2, Eq. (14); fixed: 1e-6 I, so "
-      "all exploration goes through L (authors: IAC/actor.py:16,61)")
-    a("--l-bound", default="none", choices=["none", "tanh"],
-      help="L = f_psi(s), Eq. (13), unbounded, or tanh(f_psi(s)) (authors: IAC/actor.py:30-37)")
-    a("--mean-noise", type=float, default=0.0,
-      help="add c * U[0, 1) to the Gaussian's mean when sampling (authors: c = 0.05, IAC/actor.py:44-47)")
-    a("--squash", default="tanh", choices=["tanh", "none"],
-      help="tanh: u = tanh(x) with the log-prob correction; none: the Gaussian's mean is tanh(mu), u = x, "
-      "clipped to [-1, 1] only at the env and in the buffer (authors: IAC/actor.py:63-65, agent.py:56)")
-    a("--mixer-state", default="env", choices=["env", "obs"],
-      help="s given to the mixer, Eq. (22), and to f_psi(s), Eq. (13): the env's global state, or the "
+    a("--rank", default=R["rank"], type=int,
+      help="rank m of the collaborative exploration matrix L (nd x m), Eq. (12) (paper: 2; authors: 1, "
+      "common/utils.py:54)")
+    a("--cov-diag", default=R["cov_diag"], choices=["learned", "fixed"],
+      help="D of Sigma = L L^T + D, Eq. (12): learned: diag sigma_i(o_i)^2, Eq. (14) (paper); fixed: 1e-6 I, "
+      "so all exploration goes through L (authors: IAC/actor.py:16,61; joint policy only)")
+    a("--l-bound", default=R["l_bound"], choices=["none", "tanh"],
+      help="L = f_psi(s), Eq. (13), unbounded (paper), or tanh(f_psi(s)) (authors: IAC/actor.py:30-37)")
+    a("--mean-noise", default=R["mean_noise"], type=float,
+      help="add c * U[0, 1) to the Gaussian's mean when sampling (paper: 0; authors: c = 0.05, "
+      "IAC/actor.py:44-47)")
+    a("--squash", default=R["squash"], choices=["tanh", "none"],
+      help="tanh: u = tanh(x) with the log-prob correction (paper); none: the Gaussian's mean is tanh(mu), "
+      "u = x, clipped to [-1, 1] only at the env and in the buffer (authors: IAC/actor.py:63-65, agent.py:56)")
+    a("--mixer-state", default=R["mixer_state"], choices=["env", "obs"],
+      help="s given to the mixer, Eq. (22), and to f_psi(s), Eq. (13): the env's global state (paper), or the "
       "concatenated agents' observations (authors: common/utils.py:47)")
     # --- networks ---
     a("--hidden", type=int, default=64, help="width of every hidden layer (policy, critics, f_psi)")
@@ -145,23 +158,24 @@ def parser():
     a("--td-entropy", default="soft", choices=["soft", "none"],
       help="soft: y = r + gamma (Q_tot' - alpha log pi'), the maximum-entropy target (authors: agent.py:102); "
       "none: Eq. (24) as printed, no entropy term")
-    a("--actor-objective", default="qtot", choices=["qtot", "mean_q"],
+    a("--actor-objective", default=R["actor_objective"], choices=["qtot", "mean_q"],
       help="what Eq. (15) maximises with the mixer: Q_tot (paper) or the mean of the Q_i (authors: agent.py:107)")
     a("--tau", type=float, default=1.0,
       help="target update theta^- <- tau theta + (1 - tau) theta^-; 1 is Algorithm 1's hard copy")
     a("--target-update-interval", type=int, default=200,
       help="updates between target updates, T of Algorithm 1 lines 19-20")
-    a("--alpha", type=alpha_flag, default=None,
-      help="fix the entropy temperature alpha of Eq. (8); by default (or 'learned', which undoes a preset's "
-      "value) it is learned (SAC v2)")
-    a("--alpha-decay", type=float, default=0.0,
-      help="with --alpha: subtract this from alpha after every update (authors: 1e-6, agent.py:125)")
-    a("--alpha-min", type=float, default=0.0, help="with --alpha-decay: alpha's floor (authors: 0.01)")
+    a("--alpha", default=R["alpha"], type=alpha_flag,
+      help="the entropy temperature alpha of Eq. (8): a number fixes it (authors: 0.1, agent.py:12); "
+      "'learned' learns it towards entropy -nd (SAC v2; paper)")
+    a("--alpha-decay", default=R["alpha_decay"], type=float,
+      help="with a fixed --alpha: subtract this from alpha after every update (paper: 0; authors: 1e-6, "
+      "agent.py:125)")
+    a("--alpha-min", default=R["alpha_min"], type=float, help="with --alpha-decay: alpha's floor (paper: 0; authors: 0.01)")
     a("--alpha-lr", type=float, default=3e-4, help="learning rate of log alpha")
     a("--exploration-noise", type=float, default=0.1,
       help="--policy deterministic: std of the Gaussian noise added to tanh(mu) in [-1, 1] units")
-    a("--grad-clip", type=float, default=10.0,
-      help="max gradient norm of each optimiser step; 0: no clipping (authors: none)")
+    a("--grad-clip", default=R["grad_clip"], type=float,
+      help="max gradient norm of each optimiser step; 0: no clipping (paper's reading: 10, ours; authors: none)")
     # --- evaluation, logging, checkpoints ---
     a("--eval-every", type=int, default=1_000, help="env steps between deterministic evaluations")
     a("--eval-episodes", type=int, default=10, help="episodes per evaluation (run as one batch); --eval-only: "
@@ -189,15 +203,11 @@ def alpha_flag(text):
         raise argparse.ArgumentTypeError(f"give a number or 'learned', got {text!r}") from None
 
 
-# --preset paper: Algorithm 1 as written, i.e. the defaults of every item --preset authors changes. Today it
-# is what no flag gives; it names the reading, so a command that wants it keeps it if the defaults move.
-PRESETS["paper"] = {k: parser().get_default(k) for k in PRESETS["authors"]}
-
-
-def parse_args(argv=None, preset_keys=None):
-    """Flags -> checked settings (runlib.check_args). `preset_keys` limits what --preset sets (baselines.py)."""
+def parse_args(argv=None, preset_keys=None, base=None):
+    """Flags -> checked settings (runlib.check_args). baselines.py gives `base`, the reading its defaults
+    follow, and `preset_keys`, what a --preset may set."""
     return runlib.parse_args(parser, sys.argv[1:] if argv is None else argv, PRESETS, preset_keys,
-                             env_sizes=envs.sizes, check_env=envs.check_args)
+                             env_sizes=envs.sizes, check_env=envs.check_args, base=base)
 
 
 make_env = envs.from_args

@@ -462,14 +462,18 @@ LEGACY = dict(next_action="current", cov_diag="learned", l_bound="none", mean_no
               predator_action="mpe2", preset=None, seeds=None, env_kwargs=[], team_reward="mean")
 
 
-def parse_args(parser, argv, presets, preset_keys, env_sizes, check_env):
-    """argv -> checked settings. parser() builds the argparse parser; a --preset sets its values except
-    where a flag was given by hand (and, with preset_keys, only those keys); env_sizes(args) gives
-    (n, d, o, S) of the env the flags name; check_env(p, args) checks the env flags."""
+def parse_args(parser, argv, presets, preset_keys, env_sizes, check_env, base=None):
+    """argv -> checked settings. parser() builds the argparse parser; `base` (a dict) replaces its defaults;
+    a --preset sets its values except where a flag was given by hand (and, with preset_keys, only those
+    keys); env_sizes(args) gives (n, d, o, S) of the env the flags name; check_env(p, args) checks the env
+    flags."""
     p = parser()
     argv = list(argv)
     args = p.parse_args(argv)
     args.explicit = explicit_flags(parser, argv)
+    for k, v in (base or {}).items():
+        if k not in args.explicit:
+            setattr(args, k, v)
     if args.preset:
         for k, v in presets[args.preset].items():
             if preset_keys is not None and k not in preset_keys:
@@ -520,11 +524,19 @@ def check_args(p, args, env_sizes, check_env):
     num("alpha", 0, None, optional=True)
     for name in ("alpha_decay", "alpha_min", "mean_noise", "exploration_noise", "grad_clip"):
         num(name, 0)
+    if args.alpha is None:  # a learned alpha has no schedule: a default's or a preset's goes with it
+        for name in ("alpha_decay", "alpha_min"):
+            if name not in args.explicit:
+                setattr(args, name, 0.0)
     if (args.alpha_decay or args.alpha_min) and args.alpha is None:
         p.error(f"--alpha-decay {args.alpha_decay} / --alpha-min {args.alpha_min} schedule a fixed alpha: "
                 "give --alpha too")
     if args.alpha is not None and args.alpha_min > args.alpha:
         p.error(f"--alpha-min {args.alpha_min} is above --alpha {args.alpha}")
+    if args.policy == "independent" and args.cov_diag == "fixed":  # the default, or --preset authors
+        p.error("--policy independent with --cov-diag fixed (D = 1e-6 I; the authors' reading, the default) "
+                "would not explore: without L that is all its variance. Give --cov-diag learned (or --preset "
+                "paper), or --policy joint")
     if args.batch_size > args.buffer_size:
         p.error(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
     if args.num_envs > args.buffer_size:

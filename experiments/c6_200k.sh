@@ -5,8 +5,8 @@
 #   bash experiments/c6_200k.sh [CELL ...]     (default: every cell, one after another, on one core)
 #   ENV=po_predator_prey bash experiments/c6_200k.sh    (C7's cells)
 # Cells (the schedule of SIAQ, MADDPG and MAAC is Algorithm 1's, i.e. every method's defaults):
-#   iac-alg1          IAC as the paper writes it (the defaults)
-#   iac-authors       IAC under the authors' reading, on mpe2's task (--preset authors)
+#   iac-alg1          IAC as the paper writes it (--preset paper; the defaults until 2026-12-06)
+#   iac-authors       IAC under the authors' reading, on mpe2's task (--preset authors; the defaults since)
 #   ddpg_mix-alg1     DDPG-MIX under Algorithm 1
 #   ddpg_mix-warmup   DDPG-MIX under its best reading at 100k (2,000 random warm-up steps: 72.7 +- 22.7)
 #   siaq, maddpg, maac
@@ -21,7 +21,7 @@ ENV=${ENV:-predator_prey}
 STEPS=${STEPS:-200000}
 SEEDS=${SEEDS:-1,2,3,4,5}
 declare -A CELLS=(
-  [iac-alg1]="iac.py"
+  [iac-alg1]="iac.py --preset paper"
   [iac-authors]="iac.py --preset authors"
   [ddpg_mix-alg1]="baselines.py --algo ddpg_mix"
   [ddpg_mix-warmup]="baselines.py --algo ddpg_mix --learning-starts 2000"

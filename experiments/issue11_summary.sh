@@ -3,11 +3,11 @@
 # draw one figure per env and write the final-return tables (experiments/final_table.py).
 #   bash experiments/issue11_summary.sh [RUNS]      (RUNS: the --runs-dir of the runs, default runs)
 # The runs (README "Your own task"):
-#   python iac.py --env pz:mpe2.simple_spread_v3 --seeds 1,2,3 --total-steps 100000 --save-model
-#   python iac.py --env pz:mpe2.simple_spread_v3 --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01 \
+#   python iac.py --preset paper --env pz:mpe2.simple_spread_v3 --seeds 1,2,3 --total-steps 100000 --save-model
+#   python iac.py --preset paper --env pz:mpe2.simple_spread_v3 --alpha 0.1 --alpha-decay 1e-6 --alpha-min 0.01 \
 #     --exp-name iac-alpha_sched --seeds 1,2,3 --total-steps 100000 --save-model
 #   python baselines.py --algo ddpg_mix --env pz:mpe2.simple_spread_v3 --seeds 1,2,3 --total-steps 100000 --save-model
-#   python {iac.py,baselines.py --algo ddpg_mix} --env mamujoco:HalfCheetah-2x3 --seeds 1,2,3 --total-steps 50000 \
+#   python {iac.py --preset paper,baselines.py --algo ddpg_mix} --env mamujoco:HalfCheetah-2x3 --seeds 1,2,3 --total-steps 50000 \
 #     --eval-every 5000 --eval-episodes 5 --save-model
 set -euo pipefail
 cd "$(dirname "$0")/.."

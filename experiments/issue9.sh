@@ -73,6 +73,8 @@ POP=${POP:-0}
 for cell in "${cells[@]}"; do      # cell by cell, so that each finished cell has all its seeds
   name=${cell%%|*}
   cmd=${cell#*|}
+  # these cells ran when Algorithm 1 was iac.py's default; since 2026-12-06 that reading is --preset paper
+  [[ "$cmd" == iac.py* && "$cmd" != *--preset* ]] && cmd="iac.py --preset paper${cmd#iac.py}"
   script=${cmd%% *}
   todo=()
   for seed in $SEEDS; do

@@ -37,9 +37,9 @@ COMMON = ["--env", "predator_prey", "--batch-size", "32", "--hidden", "32", "--h
           "--eval-every", "100", "--eval-episodes", "2", "--buffer-size", "1000", "--no-progress"]
 STEPS, HALF = 500, 250
 CASES = {  # name -> (algo or None for iac.py, seeds, extra flags)
-    "iac": (None, [3], []),
+    "iac": (None, [3], ["--preset", "paper"]),  # Algorithm 1 as written (the defaults until 2026-12-06)
     "iac-preset-authors": (None, [3], ["--preset", "authors", "--predator-action", "mpe5"]),
-    "iac-population": (None, [1, 2], []),
+    "iac-population": (None, [1, 2], ["--preset", "paper"]),
     "ddpg_mix": ("ddpg_mix", [3], []),
     "maac-population": ("maac", [1, 2], []),
 }

@@ -40,7 +40,8 @@ CASES = [
     ("iac.py", ["--tau", "0"], "--tau"),
     ("iac.py", ["--tau", "1.5"], "--tau"),
     ("iac.py", ["--mean-noise", "-0.05"], "--mean-noise"),
-    ("iac.py", ["--alpha-decay", "1e-6"], "--alpha-decay"),
+    ("iac.py", ["--alpha", "learned", "--alpha-decay", "1e-6"], "--alpha-decay"),
+    ("iac.py", ["--policy", "independent"], "--cov-diag fixed"),
     ("iac.py", ["--alpha", "0.1", "--alpha-min", "0.5"], "--alpha-min"),
     ("iac.py", ["--actor-lr", "abc"], "--actor-lr"),
     # seeds and sizes

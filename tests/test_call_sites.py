@@ -15,7 +15,7 @@ NETS = ("actor", "critic")
 
 
 def _setup(*flags):
-    args = iac.parse_args(["--env", "predator_prey", "--hidden", "16", "--heads", "2", *flags])
+    args = iac.parse_args(["--env", "predator_prey", "--hidden", "16", "--heads", "2", "--preset", "paper", *flags])
     env = iac.make_env(args, 1, "cpu")
     torch.manual_seed(0)
     nets, opts = iac.build(args, env, "cpu")

@@ -24,7 +24,7 @@ def fresh_warnings():
 
 def train(tmp_path, kwargs, *flags, algo=None, steps=60):
     argv = ["--env", "pz:pz_fakes:with_state", "--env-kwargs", *kwargs, "--total-steps", str(steps),
-            "--runs-dir", str(tmp_path), *TINY, *flags]
+            "--runs-dir", str(tmp_path), "--mixer-state", "env", *TINY, *flags]  # the env's state (paper)
     return iac.main(argv) if algo is None else baselines.main(["--algo", algo, *argv])
 
 
@@ -128,7 +128,8 @@ def test_sisl_multiwalker_whose_state_fails_after_a_fall_trains_end_to_end(algo,
     """SISL's multiwalker tears its walkers down when one falls (termination), and its state() then
     raises AttributeError: the run goes on with the stand-in state, and says so once."""
     pytest.importorskip("Box2D", reason="SISL needs Box2D: pip install -r requirements-dev.txt")
-    argv = ["--env", "pz:pettingzoo.sisl.multiwalker_v9", "--total-steps", "300", "--runs-dir", str(tmp_path), *TINY,
+    argv = ["--env", "pz:pettingzoo.sisl.multiwalker_v9", "--total-steps", "300", "--runs-dir", str(tmp_path),
+            "--mixer-state", "env", *TINY,
             "--eval-every", "300", "--eval-episodes", "1", "--save-model"]
     run = iac.main(argv) if algo is None else baselines.main(["--algo", algo, *argv])
     ck = runlib.load_checkpoint(os.path.join(run, "checkpoint.pt"))

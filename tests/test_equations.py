@@ -119,7 +119,7 @@ def _constant_critic(args, value):
 def test_update_regresses_the_online_critic_on_the_target_critic():
     """Algorithm 1 lines 14-17 inside update(): y uses the *target* critic (here a constant 2.5), the
     reported critic loss is the MSE of the online Q_tot against it."""
-    args = iac.parse_args(["--env", "predator_prey", "--td-entropy", "none", "--actor-lr", "1e-12"])
+    args = iac.parse_args(["--env", "predator_prey", "--preset", "paper", "--td-entropy", "none", "--actor-lr", "1e-12"])
     env = iac.make_env(args, 1, "cpu")
     nets, opts = iac.build(args, env, "cpu")
     nets["critic_target"] = _constant_critic(args, 2.5)
@@ -214,8 +214,9 @@ def test_alpha_schedule_of_the_authors_preset():
     args = iac.parse_args(["--preset", "authors"])
     values = [iac.alpha_value(args, None, k) for k in (0, 1_000, 100_000)]
     assert values == pytest.approx([0.1, 0.099, 0.01])  # 0.1 - 1e-6 per update, floor 0.01 (agent.py:125)
-    assert iac.alpha_value(iac.parse_args(["--alpha", "0.3"]), None, 10**6) == 0.3
-    learned = iac.alpha_value(iac.parse_args([]), torch.tensor([math.log(0.2)]), 5)
+    assert iac.alpha_value(iac.parse_args(["--alpha", "0.3", "--alpha-decay", "0"]), None, 10**6) == 0.3
+    assert iac.alpha_value(iac.parse_args(["--alpha", "0.3"]), None, 10**5) == pytest.approx(0.2)  # the default decay
+    learned = iac.alpha_value(iac.parse_args(["--alpha", "learned"]), torch.tensor([math.log(0.2)]), 5)
     assert torch.allclose(learned, torch.tensor([0.2]))
     assert iac.alpha_value(iac.parse_args(["--policy", "deterministic"]), None, 0) == 0.0
 
@@ -230,7 +231,7 @@ def test_polyak_moves_the_target_towards_the_online_weights():
 
 
 def test_hard_copy_happens_exactly_every_T_updates():
-    args = iac.parse_args(["--env", "simple_world", "--hidden", "8", "--heads", "2", "--batch-size", "8"])
+    args = iac.parse_args(["--env", "simple_world", "--hidden", "8", "--heads", "2", "--batch-size", "8", "--preset", "paper"])
     assert (args.tau, args.target_update_interval) == (1.0, 200)  # Algorithm 1's defaults
     env = iac.make_env(args, 1, "cpu")
     nets, opts = iac.build(args, env, "cpu")
@@ -330,10 +331,40 @@ def test_preset_authors_sets_every_item_and_explicit_flags_win():
 def test_preset_paper_is_algorithm_1_item_by_item_and_undoes_nothing_given_by_hand():
     plain, paper = vars(iac.parse_args([])), vars(iac.parse_args(["--preset", "paper"]))
     assert set(iac.PRESETS["paper"]) == set(iac.PRESETS["authors"])  # every item the authors' reading changes
-    assert {k for k in plain if plain[k] != paper[k]} == {"preset", "explicit"}
     assert all(iac.PRESETS["paper"][k] != v for k, v in iac.PRESETS["authors"].items())
+    expect = dict(critic="attention", cov_diag="learned", l_bound="none", rank=2, mean_noise=0.0, squash="tanh",
+                  alpha=None, alpha_decay=0.0, alpha_min=0.0, mixer_state="env", actor_objective="qtot", grad_clip=10.0)
+    assert {k: paper[k] for k in expect} == expect  # Eq. (12)-(15), (19)-(22) and a learned alpha, literally
+    # the defaults are the authors' reading (README, "Which settings should I use?"): --preset authors changes
+    # nothing but the preset's name, --preset paper every item and nothing else
+    assert {k for k in plain if plain[k] != vars(iac.parse_args(["--preset", "authors"]))[k]} == {"preset", "explicit"}
+    assert {k for k in plain if plain[k] != paper[k]} == {"preset", "explicit", *expect}
     args = iac.parse_args(["--preset", "paper", "--critic", "attention_shared", "--mixer-state", "obs"])
     assert (args.critic, args.mixer_state, args.actor_objective) == ("attention_shared", "obs", "qtot")
+    # the baselines keep the paper's reading whatever iac.py's defaults are
+    import baselines
+    args = baselines.continuous_args("siaq", [])
+    assert {k: getattr(args, k) for k in expect if k != "critic"} == {k: v for k, v in expect.items() if k != "critic"}
+
+
+def test_a_baseline_keeps_a_flag_given_by_hand_over_the_papers_reading():
+    import baselines
+    args = baselines.continuous_args("ddpg_mix", ["--grad-clip", "5", "--mixer-state", "obs"])
+    assert (args.grad_clip, args.mixer_state, args.alpha) == (5.0, "obs", None)
+
+
+def test_a_learned_alpha_drops_the_default_schedule_and_an_independent_policy_refuses_a_fixed_d(capsys):
+    args = iac.parse_args(["--alpha", "learned"])  # the default schedule (0.1, -1e-6, floor 0.01) is a fixed alpha's
+    assert (args.alpha, args.alpha_decay, args.alpha_min) == (None, 0.0, 0.0)
+    with pytest.raises(SystemExit):  # a schedule given by hand with a learned alpha is still refused
+        iac.parse_args(["--alpha", "learned", "--alpha-decay", "1e-6"])
+    assert "give --alpha too" in capsys.readouterr().err
+    # independent Gaussians with D = 1e-6 I and no L would not explore: refused, not silently run
+    for argv in (["--policy", "independent"], ["--preset", "authors", "--policy", "independent"]):
+        with pytest.raises(SystemExit):
+            iac.parse_args(argv)
+        assert "would not explore" in capsys.readouterr().err
+    assert iac.parse_args(["--policy", "independent", "--cov-diag", "learned"]).cov_diag == "learned"
 
 
 def test_mixer_state_obs_feeds_the_concatenated_observations():

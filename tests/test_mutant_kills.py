@@ -27,7 +27,8 @@ def test_buffer_next_state_is_the_state_of_the_same_step_as_next_obs(tmp_path):
     ended (the ended episode's last state, not the reset one). Predator-prey's state is rebuilt by hand
     from predator 0's observation: own vel (0:2), own pos (2:4), landmarks rel. (4:8), predators 1, 2 and
     the prey rel. (8:14), prey vel (14:16); the state is agent positions (8), velocities (8), landmarks (4)."""
-    run = iac.main(["--env", "predator_prey", "--total-steps", "110", "--runs-dir", str(tmp_path), *TINY])
+    run = iac.main(["--env", "predator_prey", "--total-steps", "110", "--runs-dir", str(tmp_path), "--mixer-state",
+                    "env", *TINY])  # the buffer holds the env's state (the paper's reading; the authors' holds o)
     data = runlib.load_checkpoint(os.path.join(run, "checkpoint.pt"))["buffer"]["data"]
     obs, nxt = data["next_obs"], data["next_state"]  # (110, 3, 16), (110, 20)
     me = obs[:, :, 2:4]  # (T, 3, 2) predator positions

@@ -18,7 +18,7 @@ NETS = ("actor", "critic", "actor_target", "critic_target")
 def _args(algo, *extra):
     argv = ["--env", "predator_prey", "--batch-size", "16", "--target-update-interval", "2", "--tau", "0.5", *extra]
     if algo == "iac":
-        return iac.parse_args(argv), None
+        return iac.parse_args([*argv, "--preset", "paper"]), None
     return baselines.continuous_args(algo, argv), baselines.MAACCritic if algo == "maac" else None
 
 
