@@ -51,8 +51,8 @@ DEFAULT_STEPS = {"simple_world": 3_000, "multi_pendulum": 200_000, "predator_pre
 OWN_ENV_STEPS = 100_000  # a pz: / mamujoco: env's
 # The two readings of the method, item by item. authors: where the authors' released algorithm departs from
 # the paper (docs/paper-vs-code.md, with file:line; their env's 5-D predator action is not part of the
-# algorithm: it stays an env flag, --predator-action mpe5). paper: Algorithm 1 as written (gradient clipping
-# at 10, where the paper is silent, is ours).
+# algorithm: it stays an env flag, --predator-action mpe5). paper: Algorithm 1 and its equations, and ours
+# where the paper is silent (tanh squashing, a learned alpha where the paper has a constant, clipping at 10).
 PRESETS = {"authors": dict(critic="attention_shared", cov_diag="fixed", l_bound="tanh", rank=1, mean_noise=0.05,
                            squash="none", alpha=0.1, alpha_decay=1e-6, alpha_min=0.01, mixer_state="obs",
                            actor_objective="mean_q", grad_clip=0.0),
@@ -69,7 +69,7 @@ SHARED_PRESET_KEYS = ("mixer_state", "grad_clip", "alpha", "alpha_decay", "alpha
 def parser():
     p = argparse.ArgumentParser(
         description="Train IAC (arXiv 2102.06042) or one of its ablations on a batched env. With no flags "
-        "beyond --env, predator_prey trains for 200k env steps, about an hour on one CPU core.",
+        "beyond --env, predator_prey trains for 200k env steps (Algorithm 1's IAC: about an hour on one CPU core).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     a = p.add_argument
     R = PRESETS[DEFAULT_READING]  # the defaults of the items the two readings differ in
@@ -104,9 +104,10 @@ def parser():
       help=f"env steps to train, counted over all copies (default per env: {DEFAULT_STEPS})")
     a("--num-envs", type=int, default=1, help="B parallel env copies; one step of each counts as one")
     a("--preset", default=None, choices=sorted(PRESETS),
-      help="paper: Algorithm 1 as written; authors: every setting of the authors' algorithm that differs "
+      help="paper: the paper's reading (Algorithm 1 and its equations; where the paper is silent, ours: tanh "
+      "squashing, a learned alpha, clipping at 10); authors: every setting of the authors' algorithm that differs "
       "from the paper (not their env's 5-D actions: --predator-action mpe5). Without it: the "
-      f"{DEFAULT_READING}' reading, the defaults below. Flags given explicitly win")
+      f"{DEFAULT_READING} reading, the defaults below. Flags given explicitly win")
     # --- the method grid: policy x critic x mixer ---
     a("--policy", default="joint", choices=["joint", "independent", "deterministic"],
       help="joint: Gaussian with collaborative exploration, Eq. (14); independent: per-agent "
@@ -166,7 +167,7 @@ def parser():
       help="updates between target updates, T of Algorithm 1 lines 19-20")
     a("--alpha", default=R["alpha"], type=alpha_flag,
       help="the entropy temperature alpha of Eq. (8): a number fixes it (authors: 0.1, agent.py:12); "
-      "'learned' learns it towards entropy -nd (SAC v2; paper)")
+      "'learned' learns it towards entropy -nd (SAC v2; the paper's reading; needs --cov-diag learned)")
     a("--alpha-decay", default=R["alpha_decay"], type=float,
       help="with a fixed --alpha: subtract this from alpha after every update (paper: 0; authors: 1e-6, "
       "agent.py:125)")
@@ -578,7 +579,8 @@ def alpha_loss(log_alpha, log_prob, target_entropy):
 
 def alpha_value(args, log_alpha, n_updates):
     """The temperature after n_updates updates. The paper's alpha is a constant of the objective, Eq. (8);
-    by default it is learned here (SAC v2, towards entropy -nd), or --alpha with its linear decay."""
+    --alpha gives it with its linear decay (the defaults: the authors' 0.1, -1e-6 per update, floor 0.01),
+    --alpha learned learns it (SAC v2, towards entropy -nd; the paper's reading)."""
     if args.policy == "deterministic":
         return 0.0
     if args.alpha is None:

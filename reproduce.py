@@ -14,6 +14,8 @@ Tiers (time measured on the hardware named):
   --paper    the paper's budget (authors' code): 2M env steps per run, one update per env step,
              batch 256, 100-step predator-prey episodes, 5 seeds. For GPUs (--cuda is passed).
 
+IAC runs as the paper writes it (`iac.py --preset paper`; the defaults until 2026-12-06, when they became
+the authors' reading), as every committed tier ran it.
 Every training job is a plain `python iac.py ...` or `python baselines.py ...` command (`--list`
 prints them, one per line, for a cluster scheduler). The seeds of one curve (env, method) train as one
 population (`--seeds 1,2,...`: one process, docs/usage.md "Populations"); Simple World's runs train one by one.
@@ -89,7 +91,9 @@ def runs_for(tier, seeds, runs_root=os.path.join("runs", "reproduce")):
     runs = []
     for env, algo, seed, steps, env_flags, flags in specs:
         exp = algo + (f"-n{env_flags[1]}-graded" if env_flags else "")
-        script = ["iac.py"] if algo == "iac" else ["baselines.py", "--algo", algo]
+        # IAC as the paper writes it, as the committed tiers ran it: since 2026-12-06 iac.py's defaults are the
+        # authors' reading, and a tier in one reading keeps its curves (and Fig. 5's Sigma) comparable
+        script = ["iac.py", "--preset", "paper"] if algo == "iac" else ["baselines.py", "--algo", algo]
         cmd = ["python", *script, "--env", env, *env_flags, "--seed", str(seed), "--total-steps", str(steps),
                "--exp-name", exp, "--runs-dir", runs_dir, "--save-model", "--no-progress", *flags]
         name = f"{env}__{exp}__{seed}"

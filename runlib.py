@@ -532,7 +532,12 @@ def check_args(p, args, env_sizes, check_env):
         p.error(f"--alpha-decay {args.alpha_decay} / --alpha-min {args.alpha_min} schedule a fixed alpha: "
                 "give --alpha too")
     if args.alpha is not None and args.alpha_min > args.alpha:
-        p.error(f"--alpha-min {args.alpha_min} is above --alpha {args.alpha}")
+        given = "" if "alpha_min" in args.explicit else " (the default: give --alpha-min too)"
+        p.error(f"--alpha-min {args.alpha_min}{given} is above --alpha {args.alpha}")
+    if args.alpha is None and args.policy == "joint" and args.cov_diag == "fixed":
+        p.error("a learned alpha (--alpha learned) with --cov-diag fixed (D = 1e-6 I, the default) cannot reach "
+                "its entropy target -nd and grows without end: give --cov-diag learned too (or --preset paper), "
+                "or a fixed --alpha")
     if args.policy == "independent" and args.cov_diag == "fixed":  # the default, or --preset authors
         p.error("--policy independent with --cov-diag fixed (D = 1e-6 I; the authors' reading, the default) "
                 "would not explore: without L that is all its variance. Give --cov-diag learned (or --preset "

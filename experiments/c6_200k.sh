@@ -4,7 +4,7 @@
 # (190k, 200k] window.
 #   bash experiments/c6_200k.sh [CELL ...]     (default: every cell, one after another, on one core)
 #   ENV=po_predator_prey bash experiments/c6_200k.sh    (C7's cells)
-# Cells (the schedule of SIAQ, MADDPG and MAAC is Algorithm 1's, i.e. every method's defaults):
+# Cells (the schedule of SIAQ, MADDPG and MAAC is Algorithm 1's, i.e. baselines.py's defaults):
 #   iac-alg1          IAC as the paper writes it (--preset paper; the defaults until 2026-12-06)
 #   iac-authors       IAC under the authors' reading, on mpe2's task (--preset authors; the defaults since)
 #   ddpg_mix-alg1     DDPG-MIX under Algorithm 1

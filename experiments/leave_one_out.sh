@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Which of the authors' choices carries IAC: each cell is `--preset authors --predator-action mpe2` (the
 # authors' IAC on mpe2's task, 246.6 +- 162.7 at 100k, docs/experiments.md) with one item put back to
-# the default, as a 3-seed population on predator-prey to 100k env steps, one update per env step.
+# the paper's value, as a 3-seed population on predator-prey to 100k env steps, one update per env step.
 #   bash experiments/leave_one_out.sh [CELL ...]      (default: every cell, one after another, one core)
 # The critic's cell ran before (2026-11-28): iac-authors-mpe2-attention, 176.3 +- 93.1.
 # Re-running skips complete cells and resumes interrupted ones from their checkpoint (every 10k steps).

@@ -216,7 +216,7 @@ def test_alpha_schedule_of_the_authors_preset():
     assert values == pytest.approx([0.1, 0.099, 0.01])  # 0.1 - 1e-6 per update, floor 0.01 (agent.py:125)
     assert iac.alpha_value(iac.parse_args(["--alpha", "0.3", "--alpha-decay", "0"]), None, 10**6) == 0.3
     assert iac.alpha_value(iac.parse_args(["--alpha", "0.3"]), None, 10**5) == pytest.approx(0.2)  # the default decay
-    learned = iac.alpha_value(iac.parse_args(["--alpha", "learned"]), torch.tensor([math.log(0.2)]), 5)
+    learned = iac.alpha_value(iac.parse_args(["--preset", "paper"]), torch.tensor([math.log(0.2)]), 5)
     assert torch.allclose(learned, torch.tensor([0.2]))
     assert iac.alpha_value(iac.parse_args(["--policy", "deterministic"]), None, 0) == 0.0
 
@@ -354,11 +354,20 @@ def test_a_baseline_keeps_a_flag_given_by_hand_over_the_papers_reading():
 
 
 def test_a_learned_alpha_drops_the_default_schedule_and_an_independent_policy_refuses_a_fixed_d(capsys):
-    args = iac.parse_args(["--alpha", "learned"])  # the default schedule (0.1, -1e-6, floor 0.01) is a fixed alpha's
+    # the default schedule (0.1, -1e-6, floor 0.01) is a fixed alpha's
+    args = iac.parse_args(["--alpha", "learned", "--cov-diag", "learned"])
     assert (args.alpha, args.alpha_decay, args.alpha_min) == (None, 0.0, 0.0)
     with pytest.raises(SystemExit):  # a schedule given by hand with a learned alpha is still refused
-        iac.parse_args(["--alpha", "learned", "--alpha-decay", "1e-6"])
+        iac.parse_args(["--alpha", "learned", "--cov-diag", "learned", "--alpha-decay", "1e-6"])
     assert "give --alpha too" in capsys.readouterr().err
+    # with the default fixed D a learned alpha cannot reach its target: refused; a default floor above a
+    # given alpha is named as the default's
+    for argv, message in ((["--alpha", "learned"], "grows without end"),
+                          (["--alpha", "0.005"], "--alpha-min 0.01 (the default: give --alpha-min too)")):
+        with pytest.raises(SystemExit):
+            iac.parse_args(argv)
+        assert message in capsys.readouterr().err
+    assert iac.parse_args(["--alpha", "0.005", "--alpha-min", "0.001"]).alpha_min == 0.001
     # independent Gaussians with D = 1e-6 I and no L would not explore: refused, not silently run
     for argv in (["--policy", "independent"], ["--preset", "authors", "--policy", "independent"]):
         with pytest.raises(SystemExit):

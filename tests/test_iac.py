@@ -185,9 +185,10 @@ def test_smoke_every_grid_point_trains(env, tmp_path):
     grid of ablations lives) and the defaults (the authors' reading) run and log their curve."""
     grid = itertools.product(["joint", "independent", "deterministic"], ["attention", "individual", "centralized"],
                              ["qmix", "none"])
-    for flags in [["--policy", p, "--critic", c, "--mixer", m, "--preset", "paper"] for p, c, m in grid] + [[]]:
+    defaults = [[], ["--mixer", "none"], ["--policy", "deterministic", "--critic", "centralized"]]
+    for flags in [["--policy", p, "--critic", c, "--mixer", m, "--preset", "paper"] for p, c, m in grid] + defaults:
         args = iac.parse_args(["--env", env, *flags, "--runs-dir", str(tmp_path),
-                               "--exp-name", "-".join(flags[1:6:2]) or "defaults", "--num-envs", "2", *SMOKE])
+                               "--exp-name", "-".join(["run", *flags[1::2]]), "--num-envs", "2", *SMOKE])
         policy, critic, mixer = args.policy, args.critic, args.mixer
         run = iac.train(args)
         rows = open(os.path.join(run, "eval.csv")).read().split()
