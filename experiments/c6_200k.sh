@@ -11,14 +11,22 @@
 #   ddpg_mix-warmup   DDPG-MIX under its best reading at 100k (2,000 random warm-up steps: 72.7 +- 22.7)
 #   siaq, maddpg, maac
 # C7 (po_predator_prey) runs iac-alg1, iac-authors, ddpg_mix-alg1 and maac.
+# C3 and C5 (multi_pendulum, STEPS default 60000: one run of the authors' IAC learns the sparse 3-pendulum
+# between 30k and 50k, docs/experiments.md "The 3-pendulum's budget"):
+#   ENV=multi_pendulum bash experiments/c6_200k.sh            C3: the sparse 3-pendulum, Fig. 4a's five methods
+#   ENV=multi_pendulum N=5 GRADED=1 bash experiments/c6_200k.sh iac-authors siaq     C5: Fig. 6, n in {3, 5, 7}
+#   N (pendulums, default 3) and GRADED=1 (the graded reward of Fig. 6) name the cell: iac-authors-n5-graded,
+#   siaq-graded (n = 3).
 # Re-running skips complete cells and resumes interrupted ones from their checkpoint (every 10k steps, and
 # on Ctrl-C), so the grid can be stopped at any time and carried on in a later session. RUNS (default
 # runs/c6_200k) holds the run folders and logs/. Two lanes on two cores: give each lane its own cells.
+# Where runs/ does not outlive a session, a cell must finish within one: split a long one by seed
+# (SEEDS=1, then SEEDS=2, ...; each seed is then a one-seed run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/c6_200k}
 ENV=${ENV:-predator_prey}
-STEPS=${STEPS:-200000}
+if [[ "$ENV" == multi_pendulum ]]; then STEPS=${STEPS:-60000}; else STEPS=${STEPS:-200000}; fi
 SEEDS=${SEEDS:-1,2,3,4,5}
 declare -A CELLS=(
   [iac-alg1]="iac.py --preset paper"
@@ -32,8 +40,18 @@ declare -A CELLS=(
 case "$ENV" in
   predator_prey) ORDER=(ddpg_mix-alg1 iac-alg1 iac-authors ddpg_mix-warmup siaq maddpg maac) ;;
   po_predator_prey) ORDER=(iac-alg1 iac-authors ddpg_mix-alg1 maac) ;;
-  *) echo "error: ENV=$ENV: C6 is predator_prey, C7 po_predator_prey" >&2; exit 2 ;;
+  multi_pendulum) ORDER=(iac-authors iac-alg1 siaq ddpg_mix-alg1 maddpg maac) ;;
+  *) echo "error: ENV=$ENV: C6 is predator_prey, C7 po_predator_prey, C3 and C5 multi_pendulum" >&2; exit 2 ;;
 esac
+SUFFIX="" ENV_FLAGS=""
+if [[ -n "${N:-}${GRADED:-}" ]]; then
+  [[ "$ENV" == multi_pendulum ]] || { echo "error: N and GRADED are multi_pendulum's (C3, C5); ENV=$ENV" >&2; exit 2; }
+  [[ "${N:-3}" =~ ^0*[1-9][0-9]*$ ]] || { echo "error: N=$N: give the number of pendulums, e.g. N=5" >&2; exit 2; }
+  [[ "${GRADED:-0}" =~ ^[01]$ ]] || { echo "error: GRADED=$GRADED: give GRADED=1 for Fig. 6's graded reward" >&2; exit 2; }
+  N=$((10#${N:-3}))  # 05 -> 5
+  if (( N != 3 )); then SUFFIX="-n$N" ENV_FLAGS="--n-agents $N"; fi  # 3, the default, names no suffix
+  if [[ "${GRADED:-0}" == 1 ]]; then SUFFIX+="-graded" ENV_FLAGS+=" --graded-reward"; fi
+fi
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: SEEDS=$SEEDS: give seeds as 1,2,3,4,5" >&2; exit 2; }
 SEEDS=$(echo "$SEEDS" | awk -F, '{for (i = 1; i <= NF; i++) printf "%s%d", (i > 1 ? "," : ""), $i}')  # 01 -> 1
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] && (( STEPS % 1000 == 0 )) ||
@@ -42,17 +60,18 @@ for cell in "$@"; do
   [[ " ${ORDER[*]} " == *" $cell "* ]] || { echo "error: unknown cell $cell for $ENV (one of ${ORDER[*]})" >&2; exit 2; }
 done
 mkdir -p "$RUNS/logs"
-for cell in "${@:-${ORDER[@]}}"; do
+for base in "${@:-${ORDER[@]}}"; do
+  cell=$base$SUFFIX
   pop="${ENV}__${cell}__seeds-${SEEDS//,/-}"
   [[ "$SEEDS" == *,* ]] || pop="${ENV}__${cell}__${SEEDS}"  # one seed: a plain run folder
   last_seed=${SEEDS##*,}
   last=$(tail -n 1 "$RUNS/${ENV}__${cell}__${last_seed}/eval.csv" 2>/dev/null | cut -d, -f1 || true)
   if [[ "$last" =~ ^[0-9]+$ ]] && (( last >= STEPS )); then echo "$cell: complete"; continue; fi
-  cmd=${CELLS[$cell]}
+  cmd=${CELLS[$base]}
   if [[ -f "$RUNS/$pop/checkpoint.pt" ]]; then
     cmd="python ${cmd%% *} --resume $RUNS/$pop/checkpoint.pt --total-steps $STEPS --no-progress"
   else
-    cmd="python $cmd --env $ENV --seeds $SEEDS --total-steps $STEPS --exp-name $cell --runs-dir $RUNS \
+    cmd="python $cmd --env $ENV $ENV_FLAGS --seeds $SEEDS --total-steps $STEPS --exp-name $cell --runs-dir $RUNS \
 --save-model --checkpoint-every 10000 --no-progress"
   fi
   echo "$(date -u +%FT%TZ) $cmd"

@@ -247,6 +247,10 @@ def _grid(tmp_path, *cells, **env):
     (["iac-alg1"], {"STEPS": "2e5"}, "STEPS=2e5"),
     (["iac-alg1"], {"STEPS": "1500"}, "multiple of 1000"),
     (["siaq"], {"ENV": "po_predator_prey"}, "unknown cell siaq"),
+    (["ddpg_mix-warmup"], {"ENV": "multi_pendulum"}, "unknown cell ddpg_mix-warmup"),
+    (["siaq"], {"N": "5"}, "N and GRADED are multi_pendulum's"),
+    (["siaq"], {"ENV": "multi_pendulum", "N": "five"}, "N=five"),
+    (["siaq"], {"ENV": "multi_pendulum", "GRADED": "yes"}, "GRADED=yes"),
 ])
 def test_the_200k_grid_refuses_bad_settings_in_one_line(cells, env, message, tmp_path):
     r = _grid(tmp_path, *cells, **env)
@@ -271,6 +275,18 @@ def test_the_200k_grid_trains_a_population_resumes_it_and_skips_it_when_complete
     assert longer.startswith(first) and longer.splitlines()[-1].startswith("2000,")
     log = (runs / "logs" / f"predator_prey__ddpg_mix-alg1__{folder}.log").read_text()
     assert log.count("settings:") == 1 and "resumed" in log  # the log of each segment is kept
+
+
+@pytest.mark.parametrize("env, folder, flags, absent", [
+    ({"N": "05", "GRADED": "1"}, "siaq-n5-graded", "--n-agents 5 --graded-reward --seeds 1", None),
+    ({"N": "3"}, "siaq", "--env multi_pendulum  --seeds 1", "--n-agents"),  # C3's sparse 3-pendulum: the plain cell
+])
+def test_the_grid_names_each_pendulum_cell_by_its_n_and_reward(env, folder, flags, absent, tmp_path):
+    r = _grid(tmp_path, "siaq", ENV="multi_pendulum", STEPS="1000", SEEDS="1", **env)
+    assert r.returncode == 0 and flags in r.stdout and f"--exp-name {folder} " in r.stdout, r.stderr
+    assert absent is None or absent not in r.stdout
+    rows = (tmp_path / "runs" / f"multi_pendulum__{folder}__1" / "eval.csv").read_text().splitlines()
+    assert rows[-1].startswith("1000,")
 
 
 def test_the_200k_grid_shows_why_a_cell_stopped(tmp_path):
