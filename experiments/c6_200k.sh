@@ -43,14 +43,15 @@ case "$ENV" in
   multi_pendulum) ORDER=(iac-authors iac-alg1 siaq ddpg_mix-alg1 maddpg maac) ;;
   *) echo "error: ENV=$ENV: C6 is predator_prey, C7 po_predator_prey, C3 and C5 multi_pendulum" >&2; exit 2 ;;
 esac
-SUFFIX="" ENV_FLAGS=""
+SUFFIX="" ENV_FLAGS=""  # ENV_FLAGS starts with a space where it is not empty
 if [[ -n "${N:-}${GRADED:-}" ]]; then
   [[ "$ENV" == multi_pendulum ]] || { echo "error: N and GRADED are multi_pendulum's (C3, C5); ENV=$ENV" >&2; exit 2; }
-  [[ "${N:-3}" =~ ^0*[1-9][0-9]*$ ]] || { echo "error: N=$N: give the number of pendulums, e.g. N=5" >&2; exit 2; }
-  [[ "${GRADED:-0}" =~ ^[01]$ ]] || { echo "error: GRADED=$GRADED: give GRADED=1 for Fig. 6's graded reward" >&2; exit 2; }
-  N=$((10#${N:-3}))  # 05 -> 5
-  if (( N != 3 )); then SUFFIX="-n$N" ENV_FLAGS="--n-agents $N"; fi  # 3, the default, names no suffix
-  if [[ "${GRADED:-0}" == 1 ]]; then SUFFIX+="-graded" ENV_FLAGS+=" --graded-reward"; fi
+  N=${N:-3} GRADED=${GRADED:-0}
+  [[ "$N" =~ ^0*[1-9][0-9]*$ ]] || { echo "error: N=$N: give the number of pendulums, e.g. N=5" >&2; exit 2; }
+  [[ "$GRADED" =~ ^[01]$ ]] || { echo "error: GRADED=$GRADED: give GRADED=1 for Fig. 6's graded reward" >&2; exit 2; }
+  N=$((10#$N))  # 05 -> 5
+  if (( N != 3 )); then SUFFIX="-n$N" ENV_FLAGS=" --n-agents $N"; fi  # 3, the default, names no suffix
+  if (( GRADED )); then SUFFIX+="-graded" ENV_FLAGS+=" --graded-reward"; fi
 fi
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: SEEDS=$SEEDS: give seeds as 1,2,3,4,5" >&2; exit 2; }
 SEEDS=$(echo "$SEEDS" | awk -F, '{for (i = 1; i <= NF; i++) printf "%s%d", (i > 1 ? "," : ""), $i}')  # 01 -> 1
@@ -71,7 +72,7 @@ for base in "${@:-${ORDER[@]}}"; do
   if [[ -f "$RUNS/$pop/checkpoint.pt" ]]; then
     cmd="python ${cmd%% *} --resume $RUNS/$pop/checkpoint.pt --total-steps $STEPS --no-progress"
   else
-    cmd="python $cmd --env $ENV $ENV_FLAGS --seeds $SEEDS --total-steps $STEPS --exp-name $cell --runs-dir $RUNS \
+    cmd="python $cmd --env $ENV$ENV_FLAGS --seeds $SEEDS --total-steps $STEPS --exp-name $cell --runs-dir $RUNS \
 --save-model --checkpoint-every 10000 --no-progress"
   fi
   echo "$(date -u +%FT%TZ) $cmd"

@@ -279,7 +279,7 @@ def test_the_200k_grid_trains_a_population_resumes_it_and_skips_it_when_complete
 
 @pytest.mark.parametrize("env, folder, flags, absent", [
     ({"N": "05", "GRADED": "1"}, "siaq-n5-graded", "--n-agents 5 --graded-reward --seeds 1", None),
-    ({"N": "3"}, "siaq", "--env multi_pendulum  --seeds 1", "--n-agents"),  # C3's sparse 3-pendulum: the plain cell
+    ({"N": "3"}, "siaq", "--env multi_pendulum --seeds 1", "--n-agents"),  # C3's sparse 3-pendulum: the plain cell
 ])
 def test_the_grid_names_each_pendulum_cell_by_its_n_and_reward(env, folder, flags, absent, tmp_path):
     r = _grid(tmp_path, "siaq", ENV="multi_pendulum", STEPS="1000", SEEDS="1", **env)
