@@ -27,9 +27,9 @@ plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and la
 THRESHOLD = 1000.0
 # Fig. 7b: the "final return" of a run is the mean of its last FINAL_EVALS evaluations (less noise)
 FINAL_EVALS = 3
-LABELS = dict(iac="IAC", siaq="SIAQ", ddpg_mix="DDPG-MIX", maddpg="MADDPG", maac="MAAC", sq="SQ", siq="SIQ",
+LABELS = dict(iac="IAC (Alg. 1)", iac_authors="IAC (authors' reading)", siaq="SIAQ", ddpg_mix="DDPG-MIX", maddpg="MADDPG", maac="MAAC", sq="SQ", siq="SIQ",
               attn_qmix="Attn-QMIX")
-COLORS = dict(iac="tab:red", siaq="tab:blue", ddpg_mix="tab:green", maddpg="tab:purple", maac="tab:brown",
+COLORS = dict(iac="tab:red", iac_authors="tab:pink", siaq="tab:blue", ddpg_mix="tab:green", maddpg="tab:purple", maac="tab:brown",
               sq="tab:orange", siq="tab:cyan", attn_qmix="tab:olive")
 
 
@@ -105,7 +105,7 @@ def draw_all(runs, data_dir, out_dir, tier):
     rows = []
     for ax, env in zip(axes, ("multi_pendulum", "predator_prey", "po_predator_prey")):
         rs = [r for r in available(runs, data_dir, env=env) if r["exp"] == r["algo"]]
-        rows += curves(ax, rs, ("iac", "siaq", "ddpg_mix", "maddpg", "maac"),
+        rows += curves(ax, rs, ("iac", "iac_authors", "siaq", "ddpg_mix", "maddpg", "maac"),
                        {"multi_pendulum": "(a) 3-pendulum", "predator_prey": "(b) predator-prey",
                         "po_predator_prey": "(c) PO-predator-prey"}[env])
     fig.suptitle(f"Fig. 4: evaluation return ({note})")
@@ -117,7 +117,7 @@ def draw_all(runs, data_dir, out_dir, tier):
     rows = []
     for ax, n in zip(axes, (3, 5, 7)):
         rs = [r for r in available(runs, data_dir, env="multi_pendulum") if r["exp"].endswith(f"-n{n}-graded")]
-        rows += curves(ax, rs, ("iac", "siaq"), f"{n} pendulums, graded reward")
+        rows += curves(ax, rs, ("iac", "iac_authors", "siaq"), f"{n} pendulums, graded reward")
     fig.suptitle(f"Fig. 6: scalability ({note})")
     save(fig, out_dir, "fig6_scalability")
     write_rows(os.path.join(out_dir, "fig6_scalability.csv"), ["env", "algo", "seed", "step", "eval_return"], rows)

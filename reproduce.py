@@ -14,8 +14,10 @@ Tiers (time measured on the hardware named):
   --paper    the paper's budget (authors' code): 2M env steps per run, one update per env step,
              batch 256, 100-step predator-prey episodes, 5 seeds. For GPUs (--cuda is passed).
 
-IAC runs as the paper writes it (`iac.py --preset paper`; the defaults until 2026-12-06, when they became
-the authors' reading), as every committed tier ran it.
+IAC runs in both readings, each naming its preset: `iac`, Algorithm 1 as the paper writes it (`iac.py --preset
+paper`, the defaults until 2026-12-06; Fig. 5 shows its Sigma), and `iac_authors`, the authors' code's reading
+(`--preset authors`, the defaults since), on Fig. 4's three tasks and Fig. 6. Tiers committed before
+2026-12-07 hold only the first: re-running one trains the second and leaves the rest as it is.
 Every training job is a plain `python iac.py ...` or `python baselines.py ...` command (`--list`
 prints them, one per line, for a cluster scheduler). The seeds of one curve (env, method) train as one
 population (`--seeds 1,2,...`: one process, docs/usage.md "Populations"); Simple World's runs train one by one.
@@ -43,12 +45,17 @@ import numpy as np
 import runlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIG4_ALGOS = ("iac", "siaq", "ddpg_mix", "maddpg", "maac")
+# IAC in both readings: `iac` is Algorithm 1 as the paper writes it (`--preset paper`, as every tier committed
+# before 2026-12-07 ran it; Fig. 5's Sigma is its), `iac_authors` the authors' code's reading (`--preset
+# authors`, iac.py's defaults since 2026-12-06, chosen by the 200k runs of issue 27: docs/experiments.md)
+IAC_PRESETS = {"iac": "paper", "iac_authors": "authors"}
+FIG4_ALGOS = ("iac", "iac_authors", "siaq", "ddpg_mix", "maddpg", "maac")
 FIG7_ALGOS = ("iac", "siaq", "sq", "siq", "attn_qmix")
 FIG2_ALGOS = ("ddpg_mix", "attn_qmix", "iac")
 FIG4_ENVS = ("multi_pendulum", "predator_prey", "po_predator_prey")
 SCALE_N = (3, 5, 7)
-MAX_SEEDS = 100  # seeds 1..N of every curve; 30 training runs per seed
+SCALE_ALGOS = ("iac", "iac_authors", "siaq")
+MAX_SEEDS = 100  # seeds 1..N of every curve; 36 training runs per seed
 
 TIERS = {
     "quick": dict(seeds=2, steps=600, sw_steps=300, flags=[
@@ -62,7 +69,7 @@ TIERS = {
         "--num-envs", "4", "--updates-per-step", "0.25", "--eval-every", "1000", "--checkpoint-every", "5000"],
         sw_flags=["--learning-starts", "500", "--eval-every", "100"], pp_steps=100_000, pp_flags=[
         "--num-envs", "2", "--updates-per-step", "0.5", "--eval-every", "2000", "--checkpoint-every", "10000"],
-        ablations=False, po_algos=("iac", "siaq", "ddpg_mix")),
+        ablations=False, po_algos=("iac", "iac_authors", "siaq", "ddpg_mix")),
     "paper": dict(seeds=5, steps=2_000_000, sw_steps=3_000, flags=[
         "--cuda", "--eval-every", "10000", "--checkpoint-every", "100000"], sw_flags=[
         "--cuda", "--learning-starts", "500", "--eval-every", "100"]),
@@ -85,15 +92,14 @@ def runs_for(tier, seeds, runs_root=os.path.join("runs", "reproduce")):
             for algo in dict.fromkeys(algos + (FIG7_ALGOS if pp and t.get("ablations", True) else ())):
                 specs.append((env, algo, seed, steps, [], flags))
         for n in SCALE_N:
-            for algo in ("iac", "siaq"):
+            for algo in SCALE_ALGOS:
                 specs.append(("multi_pendulum", algo, seed, t["steps"], ["--n-agents", str(n), "--graded-reward"],
                               t["flags"]))
     runs = []
     for env, algo, seed, steps, env_flags, flags in specs:
         exp = algo + (f"-n{env_flags[1]}-graded" if env_flags else "")
-        # IAC as the paper writes it, as the committed tiers ran it: since 2026-12-06 iac.py's defaults are the
-        # authors' reading, and a tier in one reading keeps its curves (and Fig. 5's Sigma) comparable
-        script = ["iac.py", "--preset", "paper"] if algo == "iac" else ["baselines.py", "--algo", algo]
+        # each IAC curve names its preset, so that a command keeps its reading whatever iac.py's defaults
+        script = ["iac.py", "--preset", IAC_PRESETS[algo]] if algo in IAC_PRESETS else ["baselines.py", "--algo", algo]
         cmd = ["python", *script, "--env", env, *env_flags, "--seed", str(seed), "--total-steps", str(steps),
                "--exp-name", exp, "--runs-dir", runs_dir, "--save-model", "--no-progress", *flags]
         name = f"{env}__{exp}__{seed}"

@@ -51,11 +51,11 @@ def test_quick_tier_draws_every_table_and_figure(quick):
     # every learning curve holds both quick-tier seeds, on every step
     fig4 = _rows(os.path.join(out, "fig4_learning_curves.csv"))
     for env in ("multi_pendulum", "predator_prey", "po_predator_prey"):
-        for algo in ("iac", "siaq", "ddpg_mix", "maddpg", "maac"):
+        for algo in ("iac", "iac_authors", "siaq", "ddpg_mix", "maddpg", "maac"):
             seeds = {r["seed"] for r in fig4 if r["env"] == env and r["algo"] == algo}
             assert seeds == {"1", "2"}, (env, algo, seeds)
     fig6 = _rows(os.path.join(out, "fig6_scalability.csv"))
-    assert {r["algo"] for r in fig6} == {f"{a}-n{n}-graded" for a in ("iac", "siaq") for n in (3, 5, 7)}
+    assert {r["algo"] for r in fig6} == {f"{a}-n{n}-graded" for a in ("iac", "iac_authors", "siaq") for n in (3, 5, 7)}
 
 
 def test_rerun_resumes_the_interrupted_population_and_skips_complete_runs(quick):
@@ -87,17 +87,18 @@ def test_rerun_resumes_the_interrupted_population_and_skips_complete_runs(quick)
 def test_list_prints_one_command_per_population(capsys):
     reproduce.main(["--quick", "--list"])
     lines = capsys.readouterr().out.strip().splitlines()
-    # 60 runs of 2 seeds: 6 Simple World runs one by one, the other 54 as 27 populations of both seeds
-    assert len(reproduce.runs_for("quick", 2)) == 60 and len(lines) == 6 + 27
+    # 72 runs of 2 seeds: 6 Simple World runs one by one, the other 66 as 33 populations of both seeds
+    assert len(reproduce.runs_for("quick", 2)) == 72 and len(lines) == 6 + 33
     assert all(line.startswith(("python iac.py", "python baselines.py --algo")) for line in lines)
-    assert sum("--seeds 1,2" in line for line in lines) == 27
+    assert sum("--seeds 1,2" in line for line in lines) == 33
     for tier in reproduce.TIERS:  # each flag once: a command is read (and pasted into schedulers) by people
         for job in reproduce.jobs_for(reproduce.runs_for(tier, 2)):
             flags = [w for w in job["cmd"] if w.startswith("--")]
             assert len(flags) == len(set(flags)), job["cmd"]
             algo = job["members"][0]["algo"]  # and every command passes iac.py's / baselines.py's checks
             argv = [w for w in job["cmd"] if w != "--cuda" or torch.cuda.is_available()]  # (--paper's GPU runs)
-            if algo == "iac":
+            if algo in reproduce.IAC_PRESETS:  # each IAC curve names its reading
+                assert argv[2:4] == ["--preset", reproduce.IAC_PRESETS[algo]], argv
                 iac.parse_args(argv[2:])
             elif algo not in baselines.MATRIX_ALGOS:
                 baselines.continuous_args(algo, argv[4:])
@@ -169,14 +170,14 @@ def test_default_tier_takes_predator_prey_past_its_dip_and_feeds_every_figure():
     runs = reproduce.runs_for("default", 3)
     by_env = lambda env: {r["algo"] for r in runs if r["env"] == env and r["exp"] == r["algo"]}
     assert by_env("predator_prey") == set(reproduce.FIG4_ALGOS)
-    assert by_env("po_predator_prey") == {"iac", "siaq", "ddpg_mix"}  # MAAC and MADDPG left out for time
+    assert by_env("po_predator_prey") == {"iac", "iac_authors", "siaq", "ddpg_mix"}  # MAAC, MADDPG out for time
     for env in ("predator_prey", "po_predator_prey"):
         assert all(r["steps"] >= 100_000 for r in runs if r["env"] == env)
     assert by_env("multi_pendulum") == set(reproduce.FIG4_ALGOS)
     assert by_env("simple_world") == set(reproduce.FIG2_ALGOS)
     scale = {(r["algo"], r["exp"]) for r in runs if "graded" in r["exp"]}
-    assert scale == {(a, f"{a}-n{n}-graded") for a in ("iac", "siaq") for n in reproduce.SCALE_N}
-    assert {r["seed"] for r in runs} == {1, 2, 3} and len(runs) == 3 * (3 + 5 + 5 + 3 + 6)
+    assert scale == {(a, f"{a}-n{n}-graded") for a in ("iac", "iac_authors", "siaq") for n in reproduce.SCALE_N}
+    assert {r["seed"] for r in runs} == {1, 2, 3} and len(runs) == 3 * (3 + 6 + 6 + 4 + 9)
     pp = next(j for j in reproduce.jobs_for(runs) if j["name"].startswith("predator_prey__iac__"))
     cmd = pp["cmd"]
     assert cmd[cmd.index("--seeds") + 1] == "1,2,3"
