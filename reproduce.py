@@ -9,8 +9,8 @@ Tiers (time measured on the hardware named):
              per 2 env steps: 50k updates), past the early dip, for Fig. 4's five methods on
              predator-prey and three (IAC, SIAQ, DDPG-MIX) on PO-predator-prey; no ablation-only
              methods (SQ, SIQ, Attn-QMIX): Fig. 7 shows IAC and SIAQ. 3-pendulum and the scalability
-             runs: 20k env steps (4 copies, one update per 4 steps); Simple World 3k. About 3 hours
-             on a 2-core CPU with --jobs 2 (measured: README "Reproducing the paper").
+             runs: 20k env steps (4 copies, one update per 4 steps); Simple World 3k. About 4 hours
+             on a 2-core CPU with --jobs 2 (measured in two parts: README "Reproducing the paper").
   --paper    the paper's budget (authors' code): 2M env steps per run, one update per env step,
              batch 256, 100-step predator-prey episodes, 5 seeds. For GPUs (--cuda is passed).
 
