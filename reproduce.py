@@ -4,10 +4,11 @@
 
 Tiers (time measured on the hardware named):
   --quick    toy budgets, 2 seeds: the whole pipeline end to end. About 4 minutes on a 2-core CPU
-             (--jobs 2, torch 2.13 CPU build). CI runs it.
+             (--jobs 2, torch 2.13 CPU build; measured before IAC's second reading joined). CI runs it.
   (default)  3 seeds. Predator-prey and PO-predator-prey: 100k env steps (2 env copies, one update
              per 2 env steps: 50k updates), past the early dip, for Fig. 4's five methods on
-             predator-prey and three (IAC, SIAQ, DDPG-MIX) on PO-predator-prey; no ablation-only
+             predator-prey (six curves: IAC in both readings) and IAC (both), SIAQ, DDPG-MIX on
+             PO-predator-prey; no ablation-only
              methods (SQ, SIQ, Attn-QMIX): Fig. 7 shows IAC and SIAQ. 3-pendulum and the scalability
              runs: 20k env steps (4 copies, one update per 4 steps); Simple World 3k. About 4 hours
              on a 2-core CPU with --jobs 2 (measured in two parts: README "Reproducing the paper").
@@ -62,8 +63,8 @@ TIERS = {
         "--learning-starts", "200", "--batch-size", "64", "--buffer-size", "5000", "--eval-every", "200",
         "--eval-episodes", "4", "--hidden", "32", "--checkpoint-every", "300"], sw_flags=[
         "--learning-starts", "100", "--batch-size", "64", "--eval-every", "50", "--hidden", "32"]),
-    # predator-prey past its early dip (100k env steps, 50k updates) for Fig. 4's five methods; PO-predator-prey
-    # for three: IAC, its ablation SIAQ (Fig. 7), DDPG-MIX (MAAC and MADDPG left out for time); the 3-pendulum
+    # predator-prey past its early dip (100k env steps, 50k updates) for Fig. 4's five methods (IAC in both
+    # readings); PO-predator-prey for IAC (both), its ablation SIAQ (Fig. 7), DDPG-MIX (MAAC, MADDPG out for time); the 3-pendulum
     # and scalability runs at 20k; no ablation-only runs (SQ, SIQ, Attn-QMIX): Fig. 7 compares IAC and SIAQ
     "default": dict(seeds=3, steps=20_000, sw_steps=3_000, flags=[
         "--num-envs", "4", "--updates-per-step", "0.25", "--eval-every", "1000", "--checkpoint-every", "5000"],
