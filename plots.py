@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 import envs  # noqa: E402
 import runlib  # noqa: E402
+# each figure's methods and tasks: the lists reproduce.py trains (one list per figure)
+from reproduce import FIG2_ALGOS, FIG4_ALGOS, FIG4_ENVS, FIG7_ALGOS, SCALE_ALGOS, SCALE_N  # noqa: E402
 from runlib import write_csv as write_rows  # noqa: E402  (atomic CSV write)
 
 plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and labels never overlap
@@ -27,10 +29,10 @@ plt.rcParams["figure.constrained_layout.use"] = True  # titles, colorbars and la
 THRESHOLD = 1000.0
 # Fig. 7b: the "final return" of a run is the mean of its last FINAL_EVALS evaluations (less noise)
 FINAL_EVALS = 3
-LABELS = dict(iac="IAC (Alg. 1)", iac_authors="IAC (authors' reading)", siaq="SIAQ", ddpg_mix="DDPG-MIX", maddpg="MADDPG", maac="MAAC", sq="SQ", siq="SIQ",
-              attn_qmix="Attn-QMIX")
-COLORS = dict(iac="tab:red", iac_authors="tab:pink", siaq="tab:blue", ddpg_mix="tab:green", maddpg="tab:purple", maac="tab:brown",
-              sq="tab:orange", siq="tab:cyan", attn_qmix="tab:olive")
+LABELS = dict(iac="IAC (Alg. 1)", iac_authors="IAC (authors' reading)", siaq="SIAQ", ddpg_mix="DDPG-MIX",
+              maddpg="MADDPG", maac="MAAC", sq="SQ", siq="SIQ", attn_qmix="Attn-QMIX")
+COLORS = dict(iac="tab:red", iac_authors="tab:pink", siaq="tab:blue", ddpg_mix="tab:green", maddpg="tab:purple",
+              maac="tab:brown", sq="tab:orange", siq="tab:cyan", attn_qmix="tab:olive")
 
 
 def read_eval(path):
@@ -103,9 +105,9 @@ def draw_all(runs, data_dir, out_dir, tier):
     # Fig. 4: learning curves on the three tasks
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     rows = []
-    for ax, env in zip(axes, ("multi_pendulum", "predator_prey", "po_predator_prey")):
+    for ax, env in zip(axes, FIG4_ENVS):
         rs = [r for r in available(runs, data_dir, env=env) if r["exp"] == r["algo"]]
-        rows += curves(ax, rs, ("iac", "iac_authors", "siaq", "ddpg_mix", "maddpg", "maac"),
+        rows += curves(ax, rs, FIG4_ALGOS,
                        {"multi_pendulum": "(a) 3-pendulum", "predator_prey": "(b) predator-prey",
                         "po_predator_prey": "(c) PO-predator-prey"}[env])
     fig.suptitle(f"Fig. 4: evaluation return ({note})")
@@ -115,9 +117,9 @@ def draw_all(runs, data_dir, out_dir, tier):
     # Fig. 6: scalability on the graded multi-pendulum
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     rows = []
-    for ax, n in zip(axes, (3, 5, 7)):
+    for ax, n in zip(axes, SCALE_N):
         rs = [r for r in available(runs, data_dir, env="multi_pendulum") if r["exp"].endswith(f"-n{n}-graded")]
-        rows += curves(ax, rs, ("iac", "iac_authors", "siaq"), f"{n} pendulums, graded reward")
+        rows += curves(ax, rs, SCALE_ALGOS, f"{n} pendulums, graded reward")
     fig.suptitle(f"Fig. 6: scalability ({note})")
     save(fig, out_dir, "fig6_scalability")
     write_rows(os.path.join(out_dir, "fig6_scalability.csv"), ["env", "algo", "seed", "step", "eval_return"], rows)
@@ -126,7 +128,7 @@ def draw_all(runs, data_dir, out_dir, tier):
 
 def fig2(runs, data_dir, out_dir):
     """Simple World: learned Q_tot and the trajectory of the deterministic joint action (first seed)."""
-    algos = ("ddpg_mix", "attn_qmix", "iac")
+    algos = FIG2_ALGOS
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
     grid = torch.linspace(-10, 10, 121, dtype=torch.float64)
     u = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)
@@ -253,7 +255,7 @@ def return_difference_bars(ax, runs, algos, env, rows):
 
 
 def fig7(runs, data_dir, out_dir):
-    algos = ("iac", "siaq", "sq", "siq", "attn_qmix")
+    algos = FIG7_ALGOS
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     rows = []
     finals = f"final = mean of last {FINAL_EVALS} evaluations; bars: mean, 1 std over seeds"

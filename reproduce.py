@@ -64,8 +64,9 @@ TIERS = {
         "--eval-episodes", "4", "--hidden", "32", "--checkpoint-every", "300"], sw_flags=[
         "--learning-starts", "100", "--batch-size", "64", "--eval-every", "50", "--hidden", "32"]),
     # predator-prey past its early dip (100k env steps, 50k updates) for Fig. 4's five methods (IAC in both
-    # readings); PO-predator-prey for IAC (both), its ablation SIAQ (Fig. 7), DDPG-MIX (MAAC, MADDPG out for time); the 3-pendulum
-    # and scalability runs at 20k; no ablation-only runs (SQ, SIQ, Attn-QMIX): Fig. 7 compares IAC and SIAQ
+    # readings); PO-predator-prey for IAC (both), its ablation SIAQ (Fig. 7), DDPG-MIX (MAAC, MADDPG out for
+    # time); the 3-pendulum and scalability runs at 20k; no ablation-only runs (SQ, SIQ, Attn-QMIX): Fig. 7
+    # compares IAC and SIAQ
     "default": dict(seeds=3, steps=20_000, sw_steps=3_000, flags=[
         "--num-envs", "4", "--updates-per-step", "0.25", "--eval-every", "1000", "--checkpoint-every", "5000"],
         sw_flags=["--learning-starts", "500", "--eval-every", "100"], pp_steps=100_000, pp_flags=[
