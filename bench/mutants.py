@@ -14,7 +14,8 @@ tests/data, are copied to a temporary folder, and every mutant gets its own copy
      tests proves nothing.
   3. Each mutant runs `python -m pytest -q -x -p no:cacheprovider <its tests>` (OMP_NUM_THREADS=1, --jobs
      mutants at a time). KILLED: a test failed; TIMEOUT: it ran past --timeout (counted as killed);
-     SURVIVED: every test passed.
+     UNCHECKED: none failed but some skip on this machine (the golden runs where no data for its kind are
+     committed), reported apart; SURVIVED: every test passed.
 
 Exit status 0 only if no mutant survives, except those listed in EQUIVALENT with the reason no test can
 tell them from the original. tests/test_mutant_kills.py holds the tests written for the holes this battery
@@ -648,6 +649,13 @@ def first_failure(output):
     return None
 
 
+def skipped(output):
+    """How many tests pytest's last summary line reports skipped (0 when none)."""
+    tail = (output.strip().splitlines() or [""])[-1]
+    words = tail.replace(",", " ").split()
+    return next((int(words[i - 1]) for i, w in enumerate(words) if w == "skipped" and words[i - 1].isdigit()), 0)
+
+
 def run_mutant(mutant, pristine, scratch, timeout):
     root = os.path.join(scratch, mutant.id)
     shutil.copytree(pristine, root)
@@ -660,6 +668,8 @@ def run_mutant(mutant, pristine, scratch, timeout):
         shutil.rmtree(root, ignore_errors=True)
     if code is None:
         return "TIMEOUT", f"TIMEOUT after {timeout:g} s", seconds
+    if code == 0 and skipped(out):  # e.g. the golden runs, on a machine kind without committed data
+        return "UNCHECKED", f"UNCHECKED: {skipped(out)} of its tests skip here, the others pass", seconds
     if code == 0:
         return "SURVIVED", "SURVIVED", seconds
     return "KILLED", f"KILLED by {first_failure(out) or f'pytest exit {code}'}", seconds
@@ -731,13 +741,14 @@ def main(argv=None):
         status, text, seconds = results[mu.id]
         if status == "SURVIVED" and mu.id in EQUIVALENT:
             text = f"SURVIVED, equivalent: {EQUIVALENT[mu.id]}"
-        elif status != "SURVIVED" and mu.id in EQUIVALENT:
+        elif status in ("KILLED", "TIMEOUT") and mu.id in EQUIVALENT:
             text += " (listed in EQUIVALENT but killed: remove it there)"
         print(f"| {mu.id} | {mu.file} | {mu.what} | {text} | {seconds:.0f} |")
     statuses = [results[mu.id][0] for mu in chosen]
     survivors = [mu.id for mu in chosen if results[mu.id][0] == "SURVIVED" and mu.id not in EQUIVALENT]
     print(f"\n{len(chosen)} mutants: {statuses.count('KILLED')} killed, {statuses.count('TIMEOUT')} timed out "
-          f"(counted as killed), {statuses.count('SURVIVED') - len(survivors)} equivalent, {len(survivors)} "
+          f"(counted as killed), {statuses.count('SURVIVED') - len(survivors)} equivalent, "
+          f"{statuses.count('UNCHECKED')} unchecked (tests that skip on this machine), {len(survivors)} "
           f"survived; {time.time() - t_start:.0f} s with --jobs {args.jobs}")
     if survivors:
         print("survivors: " + " ".join(survivors))
