@@ -668,8 +668,9 @@ def run_mutant(mutant, pristine, scratch, timeout):
         shutil.rmtree(root, ignore_errors=True)
     if code is None:
         return "TIMEOUT", f"TIMEOUT after {timeout:g} s", seconds
-    if code == 0 and skipped(out):  # e.g. the golden runs, on a machine kind without committed data
-        return "UNCHECKED", f"UNCHECKED: {skipped(out)} of its tests skip here, the others pass", seconds
+    n_skipped = skipped(out) if code == 0 else 0
+    if n_skipped:  # e.g. the golden runs, on a machine kind without committed data
+        return "UNCHECKED", f"UNCHECKED: {n_skipped} of its tests skip here, the others pass", seconds
     if code == 0:
         return "SURVIVED", "SURVIVED", seconds
     return "KILLED", f"KILLED by {first_failure(out) or f'pytest exit {code}'}", seconds

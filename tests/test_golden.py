@@ -5,6 +5,8 @@ load, evaluate and resume to the committed curve."""
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,18 +36,16 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Each case trained once straight through and once stopped at step 250 and resumed, on demand."""
+    """Each case trained once straight through and once stopped at step 250 and resumed, on demand (from
+    inside a test, so on the one thread of `one_thread`)."""
     done = {}
 
     def get(case):
         if case not in done:
             root = str(tmp_path_factory.mktemp(case))
-            n = torch.get_num_threads()
-            torch.set_num_threads(1)
             golden.train(case, os.path.join(root, "straight"), save=True)
             half = golden.train(case, os.path.join(root, "resumed"), steps=golden.HALF, save=True)
             golden.resume(case, os.path.join(half, "checkpoint.pt"), os.path.join(root, "resumed"))
-            torch.set_num_threads(n)
             done[case] = {how: os.path.join(root, how) for how in ("straight", "resumed")}
         return done[case]
     return get
@@ -114,8 +114,6 @@ def test_a_checkpoint_of_the_golden_commit_evaluates_and_resumes_to_the_golden_c
 def test_the_machine_fingerprint_sees_another_kernel_choice():
     """MKL_CBWR=COMPATIBLE makes MKL take its generic kernels: the probe, and so the folder name, must change
     (else a machine kind whose kernels differ could be checked against another kind's bits)."""
-    import subprocess
-    import sys
     code = "import golden; print(golden.numerics_probe())"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(golden.__file__)))
     probes = [subprocess.run([sys.executable, "-c", code], env=dict(env, **extra), capture_output=True, text=True,
